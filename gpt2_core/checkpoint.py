@@ -117,12 +117,12 @@ def validate(config: GPT2Config, params: Mapping[str, np.ndarray], head: str | N
     `head=None` accepts the base model plus any complete head found in `params`.
     """
     problems: list[str] = []
-    foreign = sorted({desc for n in params for marker, desc in layout.FOREIGN_MARKERS.items()
-                      if marker in n})
-    if foreign:
-        example = next(n for n in params if any(m in n for m in layout.FOREIGN_MARKERS))
-        return [f"this looks like {foreign[0]}, not GPT-2 (found `{example}`; expected GPT-2 "
-                "names like `h.0.attn.c_attn.weight`)"]
+    for name in params:
+        # Dict order matters: `self_attn.q_proj` (Llama) must win over `attn.q_proj` (GPT-J).
+        desc = next((d for marker, d in layout.FOREIGN_MARKERS.items() if marker in name), None)
+        if desc:
+            return [f"this looks like {desc}, not GPT-2 (found `{name}`; expected GPT-2 "
+                    "names like `h.0.attn.c_attn.weight`)"]
     heads = [head] if head else [h for h in layout.HEADS if h != "base"]
     expected = {s.name: s for s in layout.weight_layout(config, "base")}
     for h in heads:

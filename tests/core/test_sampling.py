@@ -1,0 +1,95 @@
+"""Each logits processor against its transformers twin, on the same random scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpt2_core import sampling
+
+torch = pytest.importorskip("torch")
+gen = pytest.importorskip("transformers.generation.logits_process")
+
+V = 50
+
+
+def scores_and_ids(seed=0, B=3, S=9):
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(0, 3, (B, V)).astype(np.float32)
+    scores[0, :5] = scores[0, 5]  # ties at the top-k / top-p boundary
+    ids = rng.integers(0, V, (B, S))
+    ids[1, -4:] = ids[1, :4]  # a repeated n-gram
+    return scores, ids
+
+
+def hf(processor, scores, ids):
+    return processor(torch.tensor(ids), torch.tensor(scores)).numpy()
+
+
+def same(ours, theirs):
+    np.testing.assert_array_equal(np.isinf(ours), np.isinf(theirs))
+    np.testing.assert_allclose(ours[~np.isinf(ours)], theirs[~np.isinf(theirs)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("penalty", [0.7, 1.3, 2.0])
+def test_repetition_penalty(penalty):
+    s, ids = scores_and_ids()
+    same(sampling.repetition_penalty(s, ids, penalty),
+         hf(gen.RepetitionPenaltyLogitsProcessor(penalty), s, ids))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 12])
+def test_no_repeat_ngram(n):
+    s, ids = scores_and_ids(1)
+    ours = sampling.no_repeat_ngram(s, ids, n)
+    same(ours, hf(gen.NoRepeatNGramLogitsProcessor(n), s, ids))
+    if n in (1, 4):
+        assert np.isinf(ours).any()
+
+
+@pytest.mark.parametrize("t", [0.3, 1.0, 1.7])
+def test_temperature(t):
+    s, ids = scores_and_ids(2)
+    same(sampling.temperature(s, t), hf(gen.TemperatureLogitsWarper(t), s, ids))
+
+
+@pytest.mark.parametrize("k", [1, 3, 6, 49, 80])
+def test_top_k(k):
+    s, ids = scores_and_ids(3)
+    same(sampling.top_k(s, k), hf(gen.TopKLogitsWarper(k), s, ids))
+
+
+@pytest.mark.parametrize("p", [0.05, 0.5, 0.9, 0.999, 1.0])
+def test_top_p(p):
+    s, ids = scores_and_ids(4)
+    same(sampling.top_p(s, p), hf(gen.TopPLogitsWarper(p), s, ids))
+
+
+@pytest.mark.parametrize("new_tokens", [0, 2, 5])
+def test_min_new_tokens(new_tokens):
+    s, ids = scores_and_ids(5)
+    prompt_len = ids.shape[1] - new_tokens
+    twin = gen.MinNewTokensLengthLogitsProcessor(prompt_len, 3, [7, 11])
+    same(sampling.min_new_tokens(s, new_tokens, 3, [7, 11]), hf(twin, s, ids))
+
+
+def test_process_applies_warpers_only_when_sampling():
+    s, ids = scores_and_ids(6)
+    greedy = sampling.SamplingConfig(top_k=2, temperature=0.5, repetition_penalty=1.2)
+    np.testing.assert_array_equal(sampling.process(s, ids, greedy, 0, [0]),
+                                  sampling.repetition_penalty(s, ids, 1.2))
+    sampled = sampling.SamplingConfig(do_sample=True, top_k=2, temperature=0.5)
+    assert (~np.isinf(sampling.process(s, ids, sampled, 0, [0]))).sum(-1).max() <= 6
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(top_k=0), r"`top_k` must be None or a positive integer. Received: 0"),
+    (dict(top_p=1.5), r"`top_p` must be in \(0, 1\]. Received: 1.5"),
+    (dict(temperature=0.0), r"`temperature` must be > 0"),
+    (dict(repetition_penalty=-1.0), r"`repetition_penalty` must be > 0"),
+    (dict(no_repeat_ngram_size=0), r"`no_repeat_ngram_size` must be None or a positive integer"),
+    (dict(min_new_tokens=-1), r"`min_new_tokens` must be >= 0"),
+])
+def test_bad_sampling_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sampling.SamplingConfig(**kwargs)
