@@ -1,0 +1,76 @@
+"""`gpt2 convert`: any checkpoint layout the spec maps -> a Hugging Face safetensors directory
+with a sha256 manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+
+from gpt2_core import layout
+from gpt2_core._io import atomic_write_text
+from gpt2_core.checkpoint import (
+    CheckpointError,
+    load_pretrained,
+    resolve_model_path,
+    save_pretrained,
+    validate,
+)
+from gpt2_core.cli._progress import Progress
+
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json", "added_tokens.json")
+MANIFEST = "SHA256SUMS"
+
+
+def _read_source(src: str, allow_pickle: bool):
+    if os.path.isfile(os.path.join(src, "hparams.json")):
+        from gpt2_core.tf_checkpoint import read_openai_release
+
+        config, state = read_openai_release(src)
+        params, _ = layout.to_canonical(state, "openai_tf")
+        problems = validate(config, params, head="lm")
+        if problems:
+            raise CheckpointError(src, problems)
+        return config, params
+    return load_pretrained(src, allow_pickle=allow_pickle)
+
+
+def _copy_tokenizer(src: str, dst: str) -> None:
+    for name in TOKENIZER_FILES:
+        if os.path.isfile(os.path.join(src, name)):
+            shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
+    # OpenAI's release names its vocabulary encoder.json / vocab.bpe: the same files as
+    # Hugging Face's vocab.json / merges.txt.
+    for theirs, ours in (("encoder.json", "vocab.json"), ("vocab.bpe", "merges.txt")):
+        if os.path.isfile(os.path.join(src, theirs)) and not os.path.isfile(os.path.join(dst, ours)):
+            shutil.copyfile(os.path.join(src, theirs), os.path.join(dst, ours))
+
+
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def convert(src: str, dst: str, dtype: str | None = None, max_shard_size: int | None = None,
+            allow_pickle: bool = False) -> list[tuple[str, str]]:
+    """Convert and return the manifest rows (file name, sha256)."""
+    src = resolve_model_path(src)
+    if os.path.abspath(src) == os.path.abspath(dst):
+        raise ValueError("`DST` must differ from `SRC`: converting in place could lose the source.")
+    config, params = _read_source(src, allow_pickle)
+    progress = Progress(len(params), "reading", "tensors")
+    materialised = {}
+    for name, value in params.items():  # the disk reads happen here, from the memory maps
+        materialised[name] = value.copy()
+        progress.update()
+    progress.close()
+    save_pretrained(dst, config, materialised, dtype=dtype, max_shard_size=max_shard_size)
+    _copy_tokenizer(src, dst)
+    rows = [(name, sha256(os.path.join(dst, name))) for name in sorted(os.listdir(dst))
+            if name != MANIFEST and os.path.isfile(os.path.join(dst, name))]
+    atomic_write_text(os.path.join(dst, MANIFEST), "".join(f"{d}  {n}\n" for n, d in rows))
+    return rows
