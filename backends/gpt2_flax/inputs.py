@@ -1,0 +1,136 @@
+"""The public boundary: turn Hugging Face-style arguments into the core's static-shape inputs.
+
+Validation happens here, on concrete values, with `gpt2_core.reference.check_inputs`' messages:
+JAX would silently clamp an out-of-range id inside a compiled gather. Arguments that are traced
+(the caller's own `jit`/`grad`) cannot be inspected: their shapes and dtypes are still checked
+(through zero placeholders of the same shape), and their values are checked by `checked_call`
+under `jax.experimental.checkify`, or show up as NaN logits (the embedding gather fills
+out-of-range rows with NaN instead of clamping).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from gpt2_core.config import GPT2Config
+from gpt2_core.reference import check_inputs
+
+from gpt2_flax.modeling import KVCache, default_position_ids
+
+Array = jax.Array
+
+
+class CoreInputs(NamedTuple):
+    """Everything the compiled forward pass needs; all arrays, static shapes."""
+
+    input_ids: Array               # (B, T) int32
+    position_ids: Array            # (B, T) int32
+    token_type_ids: Array | None   # (B, T) int32
+    key_mask: Array | None         # (B, M)
+    cache: KVCache                 # L x (B, nh, M, hs)
+    head_mask: Array | None        # (L, nh)
+
+
+def is_traced(x: Any) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _as_array(x: Any, name: str) -> Array | None:
+    if x is None or is_traced(x) or isinstance(x, jax.Array):
+        return x
+    try:
+        return jnp.asarray(np.asarray(x))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"`{name}` must be an array (NumPy or JAX). Received: {type(x).__name__}."
+                        ) from e
+
+
+def _for_check(x: Array | None) -> np.ndarray | None:
+    """A NumPy value to validate: the value itself when concrete, zeros of its shape when traced
+    (so shape and dtype rules still apply)."""
+    if x is None:
+        return None
+    if is_traced(x):
+        return np.zeros(x.shape, x.dtype)
+    return np.asarray(x)
+
+
+def validate(config: GPT2Config, input_ids, attention_mask, position_ids, token_type_ids,
+             past_len: int, labels) -> None:
+    """`gpt2_core.reference.check_inputs` on concrete values (shape checks only when traced)."""
+    ids = _for_check(input_ids)
+    if ids is not None and not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"`input_ids` must hold integers. Received dtype {ids.dtype}.")
+    check_inputs(config, ids, _for_check(attention_mask), _for_check(position_ids),
+                 _for_check(token_type_ids), past_len, _for_check(labels))
+
+
+def _past_length(past_key_values, config: GPT2Config) -> int:
+    if len(past_key_values) != config.n_layer:
+        raise ValueError(f"`past_key_values` must hold one (key, value) pair per layer "
+                         f"(n_layer={config.n_layer}). Received {len(past_key_values)} entries.")
+    return int(past_key_values[0][0].shape[2])
+
+
+def prepare(config: GPT2Config, dtype, input_ids, attention_mask=None, position_ids=None,
+            token_type_ids=None, past_key_values=None, labels=None, head_mask=None
+            ) -> tuple[CoreInputs, Array | None, str]:
+    """Validate and build `CoreInputs`. Returns `(core, labels, past_kind)` where past_kind is
+    "none", "tuple" (HF-shaped pairs in, pairs out) or "cache" (a `KVCache` in and out)."""
+    input_ids = _as_array(input_ids, "input_ids")
+    attention_mask = _as_array(attention_mask, "attention_mask")
+    position_ids = _as_array(position_ids, "position_ids")
+    token_type_ids = _as_array(token_type_ids, "token_type_ids")
+    labels = _as_array(labels, "labels")
+    if input_ids is None or input_ids.ndim != 2:
+        raise ValueError("`input_ids` must have shape (batch, seq). Received shape "
+                         f"{None if input_ids is None else input_ids.shape}.")
+    B, T = input_ids.shape
+    if isinstance(past_key_values, KVCache):
+        kind, cache = "cache", past_key_values
+        M = cache.max_length
+        past_len = None if is_traced(cache.index) else int(cache.index)
+        if past_len is not None and past_len + T > M:
+            raise ValueError(f"The `KVCache` has {M} slots; {past_len} are filled and `input_ids` "
+                             f"adds {T}. Allocate a larger cache with `KVCache.zeros`.")
+        mask_full = attention_mask
+        if attention_mask is not None and attention_mask.shape[-1] != M and past_len is not None:
+            validate(config, input_ids, attention_mask, position_ids, token_type_ids, past_len,
+                     labels)
+            mask_full = jnp.pad(attention_mask, ((0, 0), (0, M - attention_mask.shape[-1])))
+        else:
+            check_mask = (None if attention_mask is None or past_len is None
+                          else attention_mask[:, :past_len + T])
+            validate(config, input_ids, check_mask, position_ids, token_type_ids,
+                     past_len or 0, labels)
+        attention_mask = mask_full
+    else:
+        past_len = 0
+        if past_key_values:
+            past_len = _past_length(past_key_values, config)
+        validate(config, input_ids, attention_mask, position_ids, token_type_ids, past_len, labels)
+        if past_key_values:
+            kind, cache = "tuple", KVCache.from_past(past_key_values, T, dtype)
+        else:
+            kind, cache = "none", KVCache.zeros(config, B, T, dtype)
+    input_ids = input_ids.astype(jnp.int32)
+    if position_ids is None:
+        position_ids = default_position_ids(attention_mask, cache.index, B, T)
+    hm = None if head_mask is None else jnp.broadcast_to(
+        jnp.asarray(head_mask, dtype), (config.n_layer, config.n_head))
+    core = CoreInputs(input_ids, position_ids.astype(jnp.int32),
+                      None if token_type_ids is None else token_type_ids.astype(jnp.int32),
+                      attention_mask, cache, hm)
+    return core, labels, kind
+
+
+def finish_past(cache: KVCache, kind: str, use_cache: bool):
+    """The `past_key_values` field users get back."""
+    if not use_cache:
+        return None
+    if kind == "cache":
+        return cache
+    return cache.to_past()
