@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
 from gpt2_core.reference import check_inputs
 from gpt2_core.sampling import SamplingConfig
-
 from gpt2_flax import processors
 from gpt2_flax.modeling import KVCache, default_position_ids
 

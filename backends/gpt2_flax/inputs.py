@@ -15,9 +15,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from gpt2_core.config import GPT2Config
 from gpt2_core.reference import check_inputs
-
 from gpt2_flax.modeling import KVCache, default_position_ids
 
 Array = jax.Array
@@ -134,3 +134,13 @@ def finish_past(cache: KVCache, kind: str, use_cache: bool):
     if kind == "cache":
         return cache
     return cache.to_past()
+
+
+def checkify_input_ids(config: GPT2Config, input_ids: Array) -> None:
+    """Range-check traced ids with `jax.experimental.checkify` (inside a function the caller
+    wraps with `checkify.checkify`; `err.throw()` then raises the message below)."""
+    from jax.experimental import checkify
+
+    ok = jnp.all((input_ids >= 0) & (input_ids < config.vocab_size))
+    checkify.check(ok, f"`input_ids` must lie in [0, vocab_size={config.vocab_size}). "
+                   "Received out-of-range ids.")

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
 from gpt2_core.activations import (
     ACTIVATION_KIND,
     GELU_FAST_SQRT_2_OVER_PI,

@@ -14,13 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
 from gpt2_core import checkpoint
 from gpt2_core.config import GPT2Config
 from gpt2_core.constants import IGNORE_INDEX
 from gpt2_core.layout import summary_dim
-
 from gpt2_flax import weights
-from gpt2_flax.inputs import CoreInputs, finish_past, prepare
+from gpt2_flax.inputs import CoreInputs, finish_past, is_traced, prepare
 from gpt2_flax.modeling import KVCache, Transformer
 from gpt2_flax.outputs import (
     BaseModelOutput,
@@ -158,8 +158,13 @@ class _GPT2Base(nnx.Module):
                                      position_ids, token_type_ids, past_key_values,
                                      extra.get("labels"), head_mask)
         extra = {**extra, "labels": labels}
-        out = _compiled(self, core, extra, output_attentions=output_attentions,
-                        output_hidden_states=output_hidden_states)
+        if any(is_traced(leaf) for leaf in jax.tree.leaves((core, extra))):
+            # inside the caller's own jit/grad: trace straight through (a nested nnx.jit
+            # could not write the dropout RNG counters back across trace levels)
+            out = self.forward(core, extra, output_attentions, output_hidden_states)
+        else:
+            out = _compiled(self, core, extra, output_attentions=output_attentions,
+                            output_hidden_states=output_hidden_states)
         fields = {}
         if hasattr(out, "past_key_values"):
             fields["past_key_values"] = finish_past(out.past_key_values, kind, use_cache)

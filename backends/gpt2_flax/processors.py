@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
 from gpt2_core.sampling import SamplingConfig
 
 Array = jax.Array

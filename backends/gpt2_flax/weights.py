@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
 from gpt2_core import layout
 from gpt2_core.config import GPT2Config
 
