@@ -1,0 +1,189 @@
+"""Byte-level BPE as GPT-2 defines it: byte-to-unicode table, rank-ordered merges, word caches.
+
+`BytePairEncoding.encode_ordinary` is the hot path. Text is cut into pieces
+(`pretokenize.split_pieces`), each piece maps to a tuple of ids through a bounded cache, and
+only cache misses run the regex and the merge loop. Both caches are plain dicts whose
+`__missing__` computes the entry, so a warm encode is one C-level `map` over the pieces.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain, repeat
+
+from gpt2_tokenizer.pretokenizer import pretokenize, split_pieces
+
+__all__ = ["CACHE_MAX_ENTRIES", "BytePairEncoding", "bytes_to_unicode"]
+
+CACHE_MAX_ENTRIES = 100_000
+"""Each of the two caches is cleared when it passes this many entries (a few tens of MB)."""
+
+_NO_MERGE = 1 << 62
+_CACHE_MAX_KEY_CHARS = 256  # Longer pieces rarely repeat; caching them only costs memory.
+_HEAP_MIN_SYMBOLS = 48  # Above this, the O(n log n) heap merge beats the simple O(n^2) loop.
+
+
+@functools.lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character table.
+
+    Printable Latin-1 bytes map to themselves; the other 68 bytes map to U+0100 onwards, in
+    byte order. Vocabulary strings are written in these characters.
+
+    Returns:
+        A dict with 256 entries, byte value -> one-character string.
+
+    >>> table = bytes_to_unicode()
+    >>> table[ord("A")], table[ord(" ")], table[0]
+    ('A', 'Ġ', 'Ā')
+    """
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    table = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return dict(sorted(table.items()))
+
+
+class _BoundedCache(dict):  # type: ignore[type-arg]
+    """A dict that computes missing entries and clears itself when it grows too large."""
+
+    def __init__(self, compute, max_entries: int) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self._compute = compute
+        self._max_entries = max_entries
+
+    def __missing__(self, key: str) -> tuple[int, ...]:
+        value = self._compute(key)
+        if len(key) <= _CACHE_MAX_KEY_CHARS:
+            if len(self) >= self._max_entries:
+                self.clear()
+            self[key] = value
+        return value
+
+
+class BytePairEncoding:
+    """Vocabulary, merges and the cached encoder for byte-level text (no special tokens).
+
+    Args:
+        encoder: Token string (in `bytes_to_unicode` characters) -> id.
+        merges: Merge rules in priority order, each a pair of token strings.
+        whole_word_fast_path: Look a whole pre-token up in `encoder` before merging. Exact when
+            every vocabulary entry merges back to itself (true for GPT-2; checked in tests).
+        max_cache_entries: Bound of each cache.
+    """
+
+    def __init__(
+        self,
+        encoder: Mapping[str, int],
+        merges: Sequence[tuple[str, str]],
+        *,
+        whole_word_fast_path: bool,
+        max_cache_entries: int = CACHE_MAX_ENTRIES,
+    ) -> None:
+        self.encoder: dict[str, int] = dict(encoder)
+        self.merges: list[tuple[str, str]] = list(merges)
+        self.bpe_ranks: dict[tuple[str, str], int] = {m: i for i, m in enumerate(self.merges)}
+        self.whole_word_fast_path = whole_word_fast_path
+        byte_decoder = {c: b for b, c in bytes_to_unicode().items()}
+        size = max(self.encoder.values(), default=-1) + 1
+        self.id_to_bytes: list[bytes | None] = [None] * size
+        for token, i in self.encoder.items():
+            self.id_to_bytes[i] = bytes(byte_decoder[c] for c in token if c in byte_decoder)
+        # Latin-1 decoding turns each UTF-8 byte into one code point; translate renames them.
+        self._byte_table = {b: ord(c) for b, c in bytes_to_unicode().items()}
+        self._word_cache = _BoundedCache(self._encode_word, max_cache_entries)
+        self._piece_cache = _BoundedCache(self._encode_piece, max_cache_entries)
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Encodes text with no special-token handling. `text` must be a `str` (not checked)."""
+        return list(chain.from_iterable(map(self._piece_cache.__getitem__, split_pieces(text))))
+
+    def clear_cache(self) -> None:
+        """Empties the word and piece caches (for cold-cache timings or to free memory)."""
+        self._word_cache.clear()
+        self._piece_cache.clear()
+
+    def _encode_piece(self, piece: str) -> tuple[int, ...]:
+        return tuple(chain.from_iterable(map(self._word_cache.__getitem__, pretokenize(piece))))
+
+    def _encode_word(self, word: str) -> tuple[int, ...]:
+        symbols = word.encode("utf-8").decode("latin-1").translate(self._byte_table)
+        if self.whole_word_fast_path:
+            token_id = self.encoder.get(symbols)
+            if token_id is not None:
+                return (token_id,)
+        encoder = self.encoder
+        return tuple(encoder[s] for s in self.merge(symbols))
+
+    def merge(self, symbols: str) -> list[str]:
+        """Applies the merges to one pre-token written in `bytes_to_unicode` characters.
+
+        One merge at a time, lowest rank first and leftmost among equal ranks, as tiktoken and
+        HF `tokenizers` do. (GPT-2's `encoder.py` merges every occurrence of the best pair in
+        one pass; the results agree for GPT-2's merges.)
+
+        >>> from gpt2_tokenizer import GPT2Tokenizer
+        >>> GPT2Tokenizer.from_pretrained().bpe.merge("Ġtokenizer")
+        ['Ġtoken', 'izer']
+        """
+        if len(symbols) > _HEAP_MIN_SYMBOLS:
+            return self._merge_heap(list(symbols))
+        word = list(symbols)
+        get = self.bpe_ranks.get
+        # ranks[k] is the rank of the pair (word[k], word[k + 1]); _NO_MERGE when none.
+        ranks = list(map(get, zip(word, word[1:]), repeat(_NO_MERGE)))
+        while ranks:
+            best = min(ranks)
+            if best == _NO_MERGE:
+                break
+            i = ranks.index(best)
+            word[i] += word.pop(i + 1)
+            del ranks[i]
+            if i > 0:
+                ranks[i - 1] = get((word[i - 1], word[i]), _NO_MERGE)
+            if i < len(ranks):
+                ranks[i] = get((word[i], word[i + 1]), _NO_MERGE)
+        return word
+
+    def _merge_heap(self, word: list[str]) -> list[str]:
+        """Same result as the simple loop in O(n log n), for long pre-tokens."""
+        ranks = self.bpe_ranks
+        n = len(word)
+        nxt = list(range(1, n + 1))
+        prv = list(range(-1, n - 1))
+        alive = [True] * n
+        heap = []
+        for i in range(n - 1):
+            rank = ranks.get((word[i], word[i + 1]))
+            if rank is not None:
+                heap.append((rank, i, word[i], word[i + 1]))
+        heapq.heapify(heap)
+        while heap:
+            rank, i, left, right = heapq.heappop(heap)
+            j = nxt[i] if alive[i] else n
+            if j >= n or word[i] != left or word[j] != right:
+                continue  # Stale entry: one side was merged away since it was pushed.
+            word[i] = left + right
+            alive[j] = False
+            nxt[i] = nxt[j]
+            if nxt[j] < n:
+                prv[nxt[j]] = i
+            for a, b in ((prv[i], i), (i, nxt[i])):
+                if a >= 0 and b < n:
+                    new_rank = ranks.get((word[a], word[b]))
+                    if new_rank is not None:
+                        heapq.heappush(heap, (new_rank, a, word[a], word[b]))
+        return [word[i] for i in range(n) if alive[i]]
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """Concatenates the bytes of ids that are known to be valid (not checked)."""
+        return b"".join(map(self.id_to_bytes.__getitem__, ids))  # type: ignore[arg-type]
