@@ -49,10 +49,8 @@ non-overlapping occurrences (left to right) of its lowest-ranked pair, as OpenAI
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
-from importlib import resources
 
 import numpy as np
 import tensorflow as tf
@@ -102,10 +100,11 @@ def patterns() -> tuple[str, str]:
 
 
 def bundled_vocabulary() -> tuple[dict[str, int], list[str]]:
-    """GPT-2's vocabulary and merges as bundled with `gpt2_tokenizer`."""
-    assets = resources.files("gpt2_tokenizer") / "assets"
-    vocab = json.loads((assets / "vocab.json").read_text(encoding="utf-8"))
-    return vocab, read_merges((assets / "merges.txt").read_text(encoding="utf-8").split("\n"))
+    """GPT-2's vocabulary and merges as bundled (and sha256-checked) by `gpt2_tokenizer`."""
+    from gpt2_tokenizer import load_bundled_vocab
+
+    encoder, merges = load_bundled_vocab()
+    return dict(encoder), [f"{a} {b}" for a, b in merges]
 
 
 def read_merges(lines: Iterable[str]) -> list[str]:

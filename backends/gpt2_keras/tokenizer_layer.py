@@ -41,6 +41,28 @@ def _read_merges(merges: list[str] | str | os.PathLike) -> list[str]:
                     f"Received: merges of type {type(merges).__name__}.")
 
 
+def _as_strings(inputs) -> tf.Tensor:
+    """Text as a tf.string tensor of shape (B,) or (); clear errors for anything else."""
+    if isinstance(inputs, tf.RaggedTensor):
+        raise ValueError("`inputs` must be a dense tf.string tensor of shape (B,) or (). "
+                         "Received: a RaggedTensor.")
+    if isinstance(inputs, (str, bytes)) or (isinstance(inputs, (list, tuple)) and all(
+            isinstance(x, (str, bytes)) for x in inputs)):
+        inputs = tf.constant(inputs, tf.string)
+    elif isinstance(inputs, np.ndarray) and inputs.dtype.kind in "USO":
+        inputs = tf.constant(inputs.astype(object), tf.string)
+    else:
+        inputs = tf.convert_to_tensor(inputs)
+    if inputs.dtype != tf.string:
+        raise TypeError("`inputs` must be a tf.string tensor (text), not ids or numbers. "
+                        f"Received: inputs with dtype {inputs.dtype.name}.")
+    if inputs.shape.rank is None or inputs.shape.rank > 1:
+        raise ValueError("`inputs` must have shape (B,) or (). Received: inputs with shape "
+                         f"{inputs.shape}.")
+    return inputs
+
+
+@keras.saving.register_keras_serializable(package="gpt2_keras")
 class GPT2TokenizerLayer(keras.layers.Layer):
     """GPT-2's tokenizer as a Keras layer of TensorFlow graph ops.
 
@@ -148,16 +170,22 @@ class GPT2TokenizerLayer(keras.layers.Layer):
 
         Shapes: (B,) tf.string -> (B, None) int32; () -> (None,).
         """
-        texts, scalar = self._check_strings(inputs)
+        texts = _as_strings(inputs)
+        scalar = texts.shape.rank == 0
+        texts = texts[None] if scalar else texts
         words = _bpe_graph.pretokenize(texts, self._boundary, self._piece, self._specials)
         ids = _bpe_graph.words_to_ids(words, self._word_table, self._byte_ids, self._pair_table,
                                       self._merged_ids, self._special_ids, self._vocab_size)
         return ids[0] if scalar else ids
 
+    def __call__(self, inputs):
+        # Keras only takes tensors positionally; plain strings are converted (and checked) here.
+        return super().__call__(_as_strings(inputs))
+
     def call(self, inputs):
         """Tokenizes; pads to `sequence_length` when it is set (see the class docstring)."""
-        texts, scalar = self._check_strings(inputs)
-        ids = self.tokenize(texts)
+        scalar = inputs.shape.rank == 0
+        ids = self.tokenize(inputs[None] if scalar else inputs)
         if self.sequence_length is None:
             return ids[0] if scalar else ids
         out = self._pad(ids)
@@ -208,29 +236,6 @@ class GPT2TokenizerLayer(keras.layers.Layer):
         text = tf.strings.reduce_join(pieces, axis=-1)
         scalar = not isinstance(ids, tf.RaggedTensor) and ids.shape.rank == 1
         return text[0] if scalar else text
-
-    @staticmethod
-    def _check_strings(inputs) -> tuple[tf.Tensor, bool]:
-        if isinstance(inputs, tf.RaggedTensor):
-            raise ValueError("`inputs` must be a dense tf.string tensor of shape (B,) or (). "
-                             "Received: a RaggedTensor.")
-        if isinstance(inputs, (str, bytes)) or (
-                isinstance(inputs, (list, tuple)) and all(isinstance(x, (str, bytes))
-                                                           for x in inputs)):
-            inputs = tf.constant(inputs, tf.string)
-        elif isinstance(inputs, np.ndarray) and inputs.dtype.kind in "USO":
-            inputs = tf.constant(inputs.astype(object) if inputs.dtype.kind == "U"
-                                 else inputs, tf.string)
-        else:
-            inputs = tf.convert_to_tensor(inputs)
-        if inputs.dtype != tf.string:
-            raise TypeError("`inputs` must be a tf.string tensor (text), not ids or numbers. "
-                            f"Received: inputs with dtype {inputs.dtype.name}.")
-        if inputs.shape.rank is None or inputs.shape.rank > 1:
-            raise ValueError("`inputs` must have shape (B,) or (). Received: inputs with shape "
-                             f"{inputs.shape}.")
-        scalar = inputs.shape.rank == 0
-        return (inputs[None] if scalar else inputs), scalar
 
     def compute_output_spec(self, inputs):
         raise NotImplementedError("GPT2TokenizerLayer returns ragged ids: call it on tf.string "
