@@ -1,0 +1,134 @@
+"""Compiled generate: token-identical to transformers (greedy, beam), equal to eager step-by-step
+decoding, processors equal to gpt2_core.sampling on the same logits, no retrace."""
+
+import jax
+import numpy as np
+import pytest
+from conftest import checkpoint, random_ids
+from gpt2_core import GPT2Config, sampling
+
+from gpt2_flax import GPT2LMHeadModel, generation, processors
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+CFG = GPT2Config(vocab_size=96, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+                 eos_token_id=[3, 4], bos_token_id=3)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    # weights of std 0.5 (not 0.2) give peaked, varied logits, so greedy paths do not collapse onto one token
+    path, _ = checkpoint(tmp_path_factory.mktemp("ckpt"), CFG, scale=0.5)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(path, attn_implementation="eager").eval()
+    return GPT2LMHeadModel.from_pretrained(path), hf
+
+
+def prompts():
+    ids = random_ids(CFG, (3, 7), seed=5, low=5)
+    mask = np.ones_like(ids)
+    mask[1, :3] = 0
+    ids[1, :3] = 3  # left padding with the pad (= first EOS) id, as HF does
+    mask[2, :1] = 0
+    ids[2, :1] = 3
+    return ids, mask
+
+
+def hf_generate(hf, ids, mask, **kw):
+    with torch.no_grad():
+        return hf.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), pad_token_id=3,
+                           do_sample=False, **kw).numpy()
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    {"repetition_penalty": 1.7, "no_repeat_ngram_size": 2},
+    {"min_new_tokens": 6},
+    {"num_beams": 3},
+    {"num_beams": 4, "length_penalty": 0.5, "early_stopping": True},
+    {"num_beams": 2, "length_penalty": 2.0, "early_stopping": "never", "no_repeat_ngram_size": 3},
+], ids=["greedy", "penalties", "min_new", "beam3", "beam4_early", "beam2_never"])
+def test_token_identical_to_transformers(models, kw):
+    model, hf = models
+    ids, mask = prompts()
+    want = hf_generate(hf, ids, mask, max_new_tokens=14, **kw)
+    got = model.generate(ids, mask, max_new_tokens=14, **kw)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_several_eos_ids_stop_and_pad(models):
+    model, hf = models
+    ids, mask = prompts()
+    got = model.generate(ids, mask, max_new_tokens=30, eos_token_id=[7, 9, 11], pad_token_id=3)
+    want = hf_generate(hf, ids, mask, max_new_tokens=30, eos_token_id=[7, 9, 11])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_compiled_equals_eager_step_by_step(models):
+    model, _ = models
+    ids, mask = prompts()
+    out = model(ids, mask)
+    seq, m = ids, mask
+    for _ in range(5):
+        token = np.asarray(out.logits[:, -1]).argmax(-1)[:, None]
+        seq, m = np.concatenate([seq, token], 1), np.concatenate([m, np.ones_like(token)], 1)
+        out = model(token, m, past_key_values=out.past_key_values)
+    got = model.generate(ids, mask, max_new_tokens=5, eos_token_id=[])
+    np.testing.assert_array_equal(got, seq)
+
+
+def test_no_retrace_for_new_prompt_content_or_nearby_length(models):
+    model, _ = models
+    model.generate(random_ids(CFG, (2, 9), seed=1), max_new_tokens=10)
+    before = dict(generation.TRACE_COUNT)
+    model.generate(random_ids(CFG, (2, 9), seed=2), max_new_tokens=10)
+    model.generate(random_ids(CFG, (2, 12), seed=3), max_new_tokens=13)  # same buckets (16, 16)
+    model.generate(random_ids(CFG, (2, 10), seed=4), max_new_tokens=9, do_sample=False)
+    assert generation.TRACE_COUNT == before
+
+
+def test_sampling_same_key_same_tokens(models):
+    model, _ = models
+    ids, mask = prompts()
+    kw = dict(max_new_tokens=12, do_sample=True, temperature=0.8, top_k=20, top_p=0.9)
+    a = model.generate(ids, mask, key=jax.random.key(1), **kw)
+    b = model.generate(ids, mask, key=jax.random.key(1), **kw)
+    c = model.generate(ids, mask, key=jax.random.key(2), **kw)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert (a[:, :7] == ids).all() and (a >= 0).all() and (a < CFG.vocab_size).all()
+
+
+def test_processors_equal_gpt2_core_on_same_logits():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(0, 2, (4, 50)).astype(np.float32)
+    ids = rng.integers(0, 8, (4, 12))  # small alphabet: repeated n-grams occur
+    S = ids.shape[1]
+    cases = [
+        (sampling.repetition_penalty(scores, ids, 1.3),
+         processors.repetition_penalty(scores, ids, 0, S, 1.3)),
+        (sampling.no_repeat_ngram(scores, ids, 2), processors.no_repeat_ngram(scores, ids, 0, S, 2)),
+        (sampling.no_repeat_ngram(scores, ids, 3), processors.no_repeat_ngram(scores, ids, 0, S, 3)),
+        (sampling.min_new_tokens(scores, 2, 5, (1, 4)),
+         processors.min_new_tokens(scores, 2, 5, (1, 4))),
+        (sampling.top_k(scores, 7), processors.top_k(scores, 7)),
+        (sampling.top_p(scores, 0.8), processors.top_p(scores, 0.8)),
+    ]
+    for want, got in cases:
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6)  # same float32 ops
+    cfg = sampling.SamplingConfig(do_sample=True, temperature=0.7, top_k=10, top_p=0.9,
+                                  repetition_penalty=1.2, no_repeat_ngram_size=2, min_new_tokens=3)
+    np.testing.assert_allclose(np.asarray(processors.process(scores, ids, 0, S, cfg, 1, (2,))),
+                               sampling.process(scores, ids, cfg, 1, (2,)), rtol=1e-6)
+
+
+def test_bad_generate_arguments(models):
+    model, _ = models
+    with pytest.raises(ValueError, match="exceeds the model's `n_positions`=64"):
+        model.generate(np.zeros((1, 10), np.int32), max_new_tokens=60)
+    with pytest.raises(ValueError, match="`input_ids` must lie in"):
+        model.generate(np.array([[1, 500]]))
+    with pytest.raises(ValueError, match="`top_p` must be in"):
+        model.generate(np.array([[1, 2]]), do_sample=True, top_p=1.5)
+    with pytest.raises(ValueError, match="`max_new_tokens` must be a positive integer"):
+        model.generate(np.array([[1, 2]]), max_new_tokens=0)
