@@ -161,7 +161,7 @@ class GenerationMixin:
         if ids.ndim == 1:
             ids = ids[None]
         inputs.check_ids(self.config, ids, 0)
-        mask = inputs.to_tensor(attention_mask, "attention_mask", self.device)
+        mask = inputs.to_mask(attention_mask, self.device)
         if mask is not None and mask.ndim == 1:
             mask = mask[None]
         inputs.check_lengths(self.config, ids.shape[0], ids.shape[1], 0, mask)

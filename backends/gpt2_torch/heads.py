@@ -120,7 +120,12 @@ class GPT2LMHeadModel(GenerationMixin, _HeadModel):
 
 
 class SequenceSummary(nn.Module):
-    """The double-heads model's multiple-choice summary (`config.summary_*`)."""
+    """The double-heads model's multiple-choice summary (`config.summary_*`).
+
+    'last', 'first' and 'mean' summarise each choice over its tokens. (transformers indexes
+    dim 1 of the (B, nc, T, C) states there, i.e. picks or averages choices; its default
+    'cls_index' is unaffected and matches ours.)
+    """
 
     def __init__(self, config: GPT2Config, device=None, dtype=None) -> None:
         super().__init__()

@@ -39,6 +39,12 @@ def to_tensor(x: Any, name: str, device: torch.device, integer: bool = True) -> 
     return x.to(device)
 
 
+def to_mask(attention_mask: Any, device: torch.device) -> torch.Tensor | None:
+    """Any numeric or boolean mask -> long 0/1 (float masks are common in the seed's users)."""
+    mask = to_tensor(attention_mask, "attention_mask", device, integer=False)
+    return None if mask is None else (mask != 0).long()
+
+
 def default_position_ids(attention_mask: torch.Tensor | None, past_len: int, B: int, T: int,
                          device: torch.device) -> torch.Tensor:
     """(B, T): `cumsum(mask) - 1` with pads at 1 (gpt2_core's convention), or
@@ -113,7 +119,7 @@ def prepare(config: GPT2Config, device: torch.device, input_ids, inputs_embeds, 
         B, T = inputs_embeds.shape[:2]
     if past:
         check_past(config, past, B)
-    attention_mask = to_tensor(attention_mask, "attention_mask", device)
+    attention_mask = to_mask(attention_mask, device)
     position_ids = to_tensor(position_ids, "position_ids", device)
     token_type_ids = to_tensor(token_type_ids, "token_type_ids", device)
     check_lengths(config, B, T, past_len, attention_mask, position_ids=position_ids,
