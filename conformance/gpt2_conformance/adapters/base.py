@@ -1,0 +1,88 @@
+"""The adapter contract and the output conversion the framework adapters share.
+
+An adapter has five methods (`load`, `forward`, `grads`, `generate`, `save`) and, where the
+backend has them, `process` (one logits processor) and `tokenize`. Everything crosses the
+boundary as NumPy: inputs are NumPy arrays, outputs are dicts keyed by tensor path:
+
+    logits, loss, last_hidden_state, mc_logits, start_logits, end_logits,
+    hidden.{i} (i in 0..L), cache.{i}.key, cache.{i}.value, attn.{i}, grad.{canonical name}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+Arrays = dict[str, np.ndarray]
+
+
+class Adapter(Protocol):
+    name: str
+
+    def load(self, path: str, head: str) -> Any:
+        """The backend's model class for `head` from a Hugging Face GPT-2 directory."""
+
+    def forward(self, model: Any, inputs: Arrays, outputs: tuple[str, ...],
+                past: Any = None) -> tuple[Arrays, Any]:
+        """One call. Returns the requested tensors and the backend's own `past_key_values`
+        (fed back unchanged in the next incremental call)."""
+
+    def grads(self, model: Any, inputs: Arrays) -> Arrays:
+        """`grad.{canonical name}` -> d(loss)/d(parameter) in the canonical layout."""
+
+    def generate(self, model: Any, inputs: Arrays, max_new_tokens: int) -> np.ndarray:
+        """Greedy ids, prompt included: (B, T + new)."""
+
+    def save(self, model: Any, path: str) -> None:
+        """`save_pretrained(path)`."""
+
+
+HEAD_CLASSES = {
+    "base": "GPT2Model", "lm": "GPT2LMHeadModel", "double_heads": "GPT2DoubleHeadsModel",
+    "sequence_classification": "GPT2ForSequenceClassification",
+    "token_classification": "GPT2ForTokenClassification",
+    "question_answering": "GPT2ForQuestionAnswering",
+}
+
+FIELDS = ("logits", "loss", "last_hidden_state", "mc_logits", "start_logits", "end_logits")
+
+
+def output_arrays(out: Any, outputs: tuple[str, ...], to_numpy: Callable[[Any], np.ndarray]
+                  ) -> Arrays:
+    """An HF-style output record -> tensor paths. `outputs` selects the forward quantities."""
+    arrays: Arrays = {}
+    for field in FIELDS:
+        value = getattr(out, field, None)
+        if value is None or (field == "logits" and "logits" not in outputs):
+            continue
+        if field == "loss" and "loss" not in outputs:
+            continue
+        arrays[field] = to_numpy(value)
+    if "hidden" in outputs:
+        for i, h in enumerate(out.hidden_states):
+            arrays[f"hidden.{i}"] = to_numpy(h)
+    if "attn" in outputs:
+        for i, a in enumerate(out.attentions):
+            arrays[f"attn.{i}"] = to_numpy(a)
+    if "cache" in outputs:
+        arrays.update(cache_arrays(out.past_key_values, to_numpy))
+    return arrays
+
+
+def cache_arrays(past: Any, to_numpy: Callable[[Any], np.ndarray]) -> Arrays:
+    arrays: Arrays = {}
+    for i, (k, v) in enumerate(past):
+        arrays[f"cache.{i}.key"] = to_numpy(k)
+        arrays[f"cache.{i}.value"] = to_numpy(v)
+    return arrays
+
+
+def call_kwargs(inputs: Arrays, outputs: tuple[str, ...]) -> dict[str, Any]:
+    """The model keyword arguments for a recipe's inputs (only those present)."""
+    kw: dict[str, Any] = {k: v for k, v in inputs.items()}
+    kw["output_hidden_states"] = "hidden" in outputs
+    kw["output_attentions"] = "attn" in outputs
+    kw["use_cache"] = True
+    return kw
