@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from gpt2_core import CheckpointError, GPT2Config, random_params, save_pretrained
 from torch_testutils import CONFIGS, hf_model, random_ids, write_checkpoint
 
 import gpt2_torch
+from gpt2_core import CheckpointError, random_params, save_pretrained
 from gpt2_torch import (
     GPT2DoubleHeadsModel,
     GPT2ForQuestionAnswering,

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from gpt2_core import reference
-
-from gpt2_torch import GPT2LMHeadModel, GPT2Model
-
 from torch_testutils import hf_cache, hf_model, random_ids
+
+from gpt2_core import reference
+from gpt2_torch import GPT2LMHeadModel, GPT2Model
 
 # float32 vs transformers' float32: same math, different op order/fusion (SDPA vs matmul,
 # fused tanh-GELU vs its formula); tiny random models stay within 1e-5 of each other.

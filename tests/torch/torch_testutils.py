@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 import torch
+
 from gpt2_core import GPT2Config, random_params, save_pretrained
 
 torch.set_num_threads(2)
