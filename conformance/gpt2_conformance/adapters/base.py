@@ -79,10 +79,12 @@ def cache_arrays(past: Any, to_numpy: Callable[[Any], np.ndarray]) -> Arrays:
     return arrays
 
 
-def call_kwargs(inputs: Arrays, outputs: tuple[str, ...]) -> dict[str, Any]:
-    """The model keyword arguments for a recipe's inputs (only those present)."""
+def call_kwargs(inputs: Arrays, outputs: tuple[str, ...], head: str) -> dict[str, Any]:
+    """The model keyword arguments for a recipe's inputs (only those present). The
+    question-answering model has no cache (as in transformers)."""
     kw: dict[str, Any] = {k: v for k, v in inputs.items()}
     kw["output_hidden_states"] = "hidden" in outputs
     kw["output_attentions"] = "attn" in outputs
-    kw["use_cache"] = True
+    if head != "question_answering":
+        kw["use_cache"] = True
     return kw

@@ -90,7 +90,8 @@ class ReferenceAdapter:
         p = {k: np.asarray(v, self.dtype) for k, v in model.params.items()}
         mc = picked @ p["multiple_choice_head.summary.weight"].T + p["multiple_choice_head.summary.bias"]
         arrays = {"logits": out.logits.reshape(B, NC, T, -1), "mc_logits": mc[..., 0]}
-        arrays.update(_common(out, outputs))
+        # Hidden states keep the choices axis, (B, NC, T, C), as the last hidden state does.
+        arrays.update({k: v.reshape(B, NC, *v.shape[1:]) for k, v in _common(out, outputs).items()})
         return arrays
 
     def grads(self, model: Model, inputs: Arrays) -> Arrays:

@@ -1,0 +1,76 @@
+"""Subject `torch`: `gpt2_torch`, float32 on CPU (or the first GPU), TF32 off."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+import gpt2_torch
+from gpt2_conformance.adapters.base import HEAD_CLASSES, Arrays, call_kwargs, output_arrays
+from gpt2_torch import processors
+from gpt2_torch.loading import canonical_name
+
+# Full float32 matmuls: TF32 would move logits by ~1e-3 on Ampere+ GPUs.
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a), device=DEVICE)
+
+
+class TorchAdapter:
+    name = "torch"
+    kinds = frozenset({"forward", "incremental", "chunked", "generate", "processor", "grads"})
+
+    def load(self, path: str, head: str) -> Any:
+        model = getattr(gpt2_torch, HEAD_CLASSES[head]).from_pretrained(path)
+        model.head = head
+        return model.to(DEVICE).eval()  # eval: dropout off (grads are taken in eval mode too)
+
+    def forward(self, model, inputs: Arrays, outputs: tuple[str, ...], past: Any = None
+                ) -> tuple[Arrays, Any]:
+        kw = {k: (_t(v) if isinstance(v, np.ndarray) else v)
+              for k, v in call_kwargs(inputs, outputs, model.head).items()}
+        if past is not None:
+            kw["past_key_values"] = past
+        with torch.no_grad():
+            out = model(**kw)
+        return output_arrays(out, outputs, _np), getattr(out, "past_key_values", None)
+
+    def grads(self, model, inputs: Arrays) -> Arrays:
+        model.zero_grad(set_to_none=True)
+        out = model(**{k: _t(v) for k, v in inputs.items()})
+        out.loss.backward()
+        return {f"grad.{canonical_name(n)}": _np(p.grad) for n, p in model.named_parameters()}
+
+    def generate(self, model, inputs: Arrays, max_new_tokens: int) -> np.ndarray:
+        with torch.no_grad():
+            ids = model.generate(_t(inputs["input_ids"]), attention_mask=_t(inputs["attention_mask"]),
+                                 max_new_tokens=max_new_tokens, do_sample=False)
+        return _np(ids)
+
+    def save(self, model, path: str) -> None:
+        model.save_pretrained(path)
+
+    def process(self, name: str, scores: np.ndarray, input_ids: np.ndarray, arg) -> np.ndarray:
+        s, ids = _t(scores), _t(input_ids)
+        fn = {
+            "temperature": lambda: processors.temperature(s, arg),
+            "top_k": lambda: processors.top_k(s, arg),
+            "top_p": lambda: processors.top_p(s, arg),
+            "repetition_penalty": lambda: processors.repetition_penalty(s, ids, arg),
+            "no_repeat_ngram": lambda: processors.no_repeat_ngram(s, ids, arg),
+        }[name]
+        return _np(fn())
+
+
+def make_adapter(name: str) -> TorchAdapter:
+    return TorchAdapter()
