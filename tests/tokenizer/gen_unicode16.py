@@ -30,7 +30,7 @@ def ranges(categories: set[str]) -> str:
 
 
 def literal(name: str, text: str) -> str:
-    lines = textwrap.wrap(text, 92)
+    lines = textwrap.wrap(text, 92, break_on_hyphens=False)
     return f"{name} = (\n" + "".join(f'    "{line} "\n' for line in lines) + ")\n"
 
 

@@ -43,7 +43,10 @@ class BatchEncoding(dict):  # type: ignore[type-arg]
 
 
 def resolve_limit(
-    truncation: bool | str | None, max_length: int | None, model_max_length: int
+    truncation: bool | str | None,
+    max_length: int | None,
+    model_max_length: int,
+    padding: bool | str,
 ) -> int | None:
     """The length rows are cut to, or None for no cut (see `GPT2Tokenizer.__call__`)."""
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
@@ -54,7 +57,8 @@ def resolve_limit(
     if truncation in TRUNCATE:
         return max_length if max_length is not None else model_max_length
     if truncation is None:
-        return max_length  # HF: an explicit max_length truncates by default.
+        # HF: an explicit max_length truncates by default, unless it is there for padding.
+        return max_length if padding in (False, "do_not_pad") else None
     if truncation in NO_TRUNCATE:
         return None
     raise ValueError(

@@ -550,7 +550,8 @@ class GPT2Tokenizer:
                 of such lists).
             padding: False/"do_not_pad", True/"longest" or "max_length". Needs `pad_token`.
             truncation: True/"longest_first" cuts rows to `max_length` (default
-                `model_max_length`); None cuts only when `max_length` is given (HF's default);
+                `model_max_length`); None cuts to `max_length` when one is given without
+                `padding` (HF's default);
                 False/"do_not_truncate" never cuts.
             max_length: Length for truncation and for padding="max_length".
             padding_side: "right" or "left"; default `self.padding_side`.
@@ -582,7 +583,7 @@ class GPT2Tokenizer:
             self._encode_row(example, prefix, is_split_into_words, split_special_tokens)
             for example in examples
         ]
-        limit = _batch.resolve_limit(truncation, max_length, self.model_max_length)
+        limit = _batch.resolve_limit(truncation, max_length, self.model_max_length, padding)
         for i, row in enumerate(rows):
             if limit is not None:
                 for key in row:
