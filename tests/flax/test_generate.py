@@ -5,8 +5,8 @@ import jax
 import numpy as np
 import pytest
 from conftest import checkpoint, random_ids
-from gpt2_core import GPT2Config, sampling
 
+from gpt2_core import GPT2Config, sampling
 from gpt2_flax import GPT2LMHeadModel, generation, processors
 
 torch = pytest.importorskip("torch")

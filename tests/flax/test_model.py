@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import CONFIGS, checkpoint, random_ids
-from gpt2_core import reference
-from gpt2_core.activations import ACTIVATIONS, ACTIVATION_KIND
 
+from gpt2_core import reference
+from gpt2_core.activations import ACTIVATION_KIND, ACTIVATIONS
 from gpt2_flax import GPT2LMHeadModel, GPT2Model, KVCache
 from gpt2_flax.modeling import ACTIVATION_FN
 
