@@ -17,8 +17,8 @@ from gpt2_tokenizer.pretokenizer import pretokenize, split_pieces
 
 __all__ = ["CACHE_MAX_ENTRIES", "BytePairEncoding", "bytes_to_unicode"]
 
-CACHE_MAX_ENTRIES = 100_000
-"""Each of the two caches is cleared when it passes this many entries (a few tens of MB)."""
+CACHE_MAX_ENTRIES = 1 << 18
+"""Each cache is cleared when it passes this many entries (262,144; at most ~100 MB of pieces)."""
 
 _NO_MERGE = 1 << 62
 _CACHE_MAX_KEY_CHARS = 256  # Longer pieces rarely repeat; caching them only costs memory.

@@ -133,8 +133,11 @@ def _check_tokenizer_json(data: dict[str, Any], path: Path) -> None:
     elif pre.get("use_regex", True) is not True:
         problems.append("pre_tokenizer.use_regex=False (expected True: GPT-2's regex)")
     post = data.get("post_processor") or {}
-    if post.get("type") not in (None, "ByteLevel"):
-        problems.append(f"post_processor.type={post.get('type')!r} (expected 'ByteLevel' or null)")
+    if post.get("type") not in (None, "ByteLevel") and _template_bos(post) is None:
+        problems.append(
+            f"post_processor.type={post.get('type')!r} (expected 'ByteLevel', null, or a "
+            "TemplateProcessing of `$A` or `<bos> $A`)"
+        )
     if data.get("normalizer") is not None:
         problems.append(f"normalizer={data['normalizer'].get('type')!r} (expected null)")
     if kind == "BPE":
@@ -151,6 +154,19 @@ def _check_tokenizer_json(data: dict[str, Any], path: Path) -> None:
         )
 
 
+def _template_bos(post: dict[str, Any]) -> str | None:
+    """For a TemplateProcessing of `$A` or `X $A` (what transformers writes): "" or X."""
+    if post.get("type") != "TemplateProcessing":
+        return None
+    single = post.get("single") or []
+    if len(single) == 1 and single[0].get("Sequence", {}).get("id") == "A":
+        return ""
+    if (len(single) == 2 and "SpecialToken" in single[0]
+            and single[1].get("Sequence", {}).get("id") == "A"):
+        return str(single[0]["SpecialToken"].get("id"))
+    return None
+
+
 def _parse_tokenizer_json(path: Path) -> TokenizerFiles:
     data = _read_json(path)
     _check_tokenizer_json(data, path)
@@ -163,6 +179,10 @@ def _parse_tokenizer_json(path: Path) -> TokenizerFiles:
     config = {"add_prefix_space": bool(data["pre_tokenizer"].get("add_prefix_space", False))}
     if model.get("ignore_merges"):
         config["ignore_merges"] = True
+    bos = _template_bos(data.get("post_processor") or {})
+    if bos:
+        config["add_bos_token"] = True
+        config["bos_token"] = bos
     return TokenizerFiles(dict(model["vocab"]), merges, added, config)  # type: ignore[arg-type]
 
 
