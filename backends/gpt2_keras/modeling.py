@@ -246,6 +246,10 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
     def head_weight_table(self):
         return [] if self.lm_head is None else [("lm_head.weight", self.lm_head.weight, True)]
 
+    def lm_logits(self, x):
+        """Shapes: (..., C) -> (..., V) float32."""
+        return _lm_logits(self, x)
+
     def head(self, inputs, out, training):
         logits = _lm_logits(self, out["last_hidden_state"])
         labels = inputs.get("labels")

@@ -1,0 +1,417 @@
+"""`generate`: greedy, sampling and beam search on a preallocated KV cache.
+
+Greedy and sampling run the whole decode loop as one `keras.ops.while_loop`; on TensorFlow it
+is traced once per shape bucket into a `tf.function(jit_compile=True)` (XLA). Shape bucketing:
+the prompt is left-padded (mask 0) to a multiple of `PROMPT_BUCKET` and the buffer length
+rounded up to a multiple of `LENGTH_BUCKET`, so a new prompt length reuses the compiled
+function. The padding changes nothing: positions come from the mask and masked keys get exactly
+zero weight. Beam search follows transformers' vectorised algorithm step by step on the host
+(NumPy), calling a compiled one-token step; its processors are `gpt2_core.sampling`'s own.
+
+Dimensions: B batch, P prompt, P_b bucketed prompt, S buffer, V vocab, nb beams.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from gpt2_core import sampling
+from gpt2_core.sampling import SamplingConfig
+from gpt2_keras import processors
+
+PROMPT_BUCKET = 32
+LENGTH_BUCKET = 64
+JIT_COMPILE = True
+"""XLA-compile the TensorFlow decode loop (False: a plain graph function, quicker to build; the
+tiny-model tests use it, the TensorFlow-only tests cover XLA)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSpec:
+    """Everything that changes the traced graph (one compiled function per distinct spec)."""
+
+    cfg: SamplingConfig
+    eos: tuple[int, ...]
+    pad: int
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _uniform(shape, seed, step):
+    """Stateless U(tiny, 1) noise keyed by (seed, step) with each backend's counter-based RNG."""
+    tiny = float(np.finfo(np.float32).tiny)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.random.stateless_uniform(shape, seed=tf.stack([seed, step]), minval=tiny, maxval=1.0)
+    if backend == "jax":
+        import jax
+
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), step)
+        return jax.random.uniform(key, shape, minval=tiny, maxval=1.0)
+    import torch
+
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
+    return torch.rand(tuple(shape), generator=g).clamp_min(tiny).to(keras.ops.convert_to_tensor(0.0).device)
+
+
+def choose(scores, do_sample: bool, seed, step):
+    """Greedy argmax, or a categorical draw via the Gumbel-max trick (exact sampling from
+    softmax(scores); -inf scores are never drawn). Shapes: (B, V) -> (B,) int32."""
+    if do_sample:
+        scores = scores - ops.log(-ops.log(_uniform(ops.shape(scores), seed, step)))
+    return ops.cast(ops.argmax(scores, axis=-1), "int32")
+
+
+def _last_logits(model, hidden):
+    return model.lm_logits(hidden[:, -1, :])  # (B, V) float32
+
+
+def decode_loop(model, spec: DecodeSpec, prompt, mask, start, stop, seed):
+    """The compiled body: prefill the bucketed prompt, then decode until `stop` or every row
+    has produced an EOS.
+
+    Shapes: prompt (B, P_b), mask (B, S) -> tokens (B, S), cur (number of filled positions).
+    """
+    model._generate_traces += 1  # runs at trace time only: counts compilations
+    c = model.config
+    B, P_b = ops.shape(prompt)[0], ops.shape(prompt)[1]
+    S = ops.shape(mask)[1]
+    tokens = ops.concatenate([prompt, ops.full((B, S - P_b), spec.pad, "int32")], axis=1)
+    cache = ops.zeros((c.n_layer, 2, B, c.n_head, S, c.head_dim), model.transformer.compute_dtype)
+    out = model.transformer(prompt, attention_mask=mask, cache=cache, cache_index=0)
+    logits, cache = _last_logits(model, out["last_hidden_state"]), out["past_key_values"]
+    # transformers (5.x) leaves the left padding out of the repetition penalty
+    seen = processors.mark_seen(ops.zeros((B, c.vocab_size), "bool"), prompt, mask[:, :P_b] != 0)
+    eos = ops.array(spec.eos or (-1,), "int32")
+
+    def cond(cur, tokens, mask, cache, logits, done, seen):
+        return ops.logical_and(cur < stop, ops.logical_not(ops.all(done)))
+
+    def body(cur, tokens, mask, cache, logits, done, seen):
+        scores = processors.process(logits, spec.cfg, spec.eos, tokens=tokens, start=start, cur=cur,
+                                    seen=seen, new_tokens=cur - P_b)
+        tok = choose(scores, spec.cfg.do_sample, seed, cur)
+        tok = ops.where(done, spec.pad, tok)  # finished rows are padded, as in transformers
+        tokens = ops.slice_update(tokens, [0, cur], tok[:, None])
+        mask = ops.slice_update(mask, [0, cur], ops.ones((B, 1), "int32"))
+        done = ops.logical_or(done, ops.any(tok[:, None] == eos[None, :], axis=-1))
+        seen = processors.mark_seen(seen, tok[:, None], ops.ones((B, 1), "bool"))
+        out = model.transformer(tok[:, None], attention_mask=mask, cache=cache, cache_index=cur)
+        return (cur + 1, tokens, mask, out["past_key_values"],
+                _last_logits(model, out["last_hidden_state"]), done, seen)
+
+    state = (ops.convert_to_tensor(P_b, "int32"), tokens, mask, cache, logits,
+             ops.zeros((B,), "bool"), seen)
+    cur, tokens, *_ = ops.while_loop(cond, body, state)
+    return tokens, cur
+
+
+def _compiled(model, spec: DecodeSpec):
+    fns = model.__dict__.setdefault("_generate_fns", {})
+    spec_key = (spec, JIT_COMPILE)
+    if spec_key not in fns:
+        fn = lambda *args: decode_loop(model, spec, *args)  # noqa: E731
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            fn = tf.function(fn, jit_compile=JIT_COMPILE, reduce_retracing=False)
+        fns[spec_key] = fn
+    return fns[spec_key]
+
+
+def bucket_prompt(ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, pad: int):
+    """Left-pad the prompt to the prompt bucket; a mask buffer of the length bucket."""
+    B, P = ids.shape
+    P_b = _round_up(max(P, 1), PROMPT_BUCKET)
+    S = _round_up(P_b + max_new_tokens, LENGTH_BUCKET)
+    prompt = np.full((B, P_b), pad, np.int32)
+    prompt[:, P_b - P:] = ids
+    mask_buf = np.zeros((B, S), np.int32)
+    mask_buf[:, P_b - P:P_b] = mask
+    return prompt, mask_buf, P_b - P
+
+
+def sample(model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, spec: DecodeSpec,
+           seed: int) -> np.ndarray:
+    """Greedy or sampled decoding. Shapes: (B, P) -> (B, P + generated)."""
+    if not hasattr(model, "_generate_traces"):
+        model._generate_traces = 0
+    prompt, mask_buf, offset = bucket_prompt(ids, mask, max_new_tokens, spec.pad)
+    P_b = prompt.shape[1]
+    tokens, cur = _compiled(model, spec)(
+        ops.convert_to_tensor(prompt), ops.convert_to_tensor(mask_buf),
+        ops.convert_to_tensor(offset, "int32"), ops.convert_to_tensor(P_b + max_new_tokens, "int32"),
+        ops.convert_to_tensor(seed, "int32"))
+    return np.asarray(ops.convert_to_numpy(tokens))[:, offset:int(ops.convert_to_numpy(cur))]
+
+
+# ---- beam search ------------------------------------------------------------------------------
+def _beam_step(model):
+    """(tok (N, 1), mask (N, S), cache, index, beam_idx (N,)) -> (logits (N, V), cache), with the
+    cache rows first gathered by `beam_idx`; traced once per shape on TensorFlow."""
+    fns = model.__dict__.setdefault("_generate_fns", {})
+    if "beam_step" not in fns:
+        def step(tok, mask, cache, index, beam_idx):
+            model._generate_traces = getattr(model, "_generate_traces", 0) + 1
+            cache = ops.take(cache, beam_idx, axis=2)
+            out = model.transformer(tok, attention_mask=mask, cache=cache, cache_index=index)
+            return _last_logits(model, out["last_hidden_state"]), out["past_key_values"]
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # A graph function without XLA: the host loop dominates beam search anyway, and
+            # XLA compiles this gather-heavy step slowly (seconds per shape).
+            step = tf.function(step, reduce_retracing=False)
+        fns["beam_step"] = step
+    return fns["beam_step"]
+
+
+def _penalise_unpadded(scores, seqs, prompt_mask, penalty):
+    """`gpt2_core.sampling.repetition_penalty` over each row minus its left padding, as
+    transformers 5.x applies it (`prompt_ignore_length`)."""
+    scores = scores.copy()
+    for b, row in enumerate(seqs):
+        pad_len = int(np.argmax(prompt_mask[b] != 0))
+        scores[b:b + 1] = sampling.repetition_penalty(scores[b:b + 1], row[None, pad_len:], penalty)
+    return scores
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def _topk(x: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-x, axis=-1, kind="stable")[:, :k]
+
+
+def _gather(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return np.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+def beam_search(model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, num_beams: int,
+                cfg: SamplingConfig, eos: Sequence[int], pad: int, length_penalty: float,
+                early_stopping: bool | str) -> np.ndarray:
+    """transformers' `_beam_search` (v5, vectorised), step for step. Shapes: (B, P) -> (B, P + n)."""
+    B, P = ids.shape
+    nb, V = num_beams, model.config.vocab_size
+    max_length = P + max_new_tokens
+    keep = max(2, 1 + len(eos)) * nb
+    top_mask = np.arange(keep) < nb
+    # transformers writes `pad_token_id or eos_token_id[0]`: a pad id of 0 falls back to EOS.
+    fill = (pad or eos[0]) if eos else -1
+    running = np.full((B, nb, max_length), fill, np.int64)
+    running[:, :, :P] = ids[:, None]
+    sequences = running.copy()
+    running_scores = np.zeros((B, nb), np.float32)
+    running_scores[:, 1:] = -1e9
+    beam_scores = np.full((B, nb), -1e9, np.float32)
+    finished = np.zeros((B, nb), bool)
+    heuristic_open = np.ones((B, 1), bool)
+    running_bi = np.full((B, nb, max_new_tokens), -1, np.int64)
+    beam_indices = running_bi.copy()
+
+    prompt, mask_buf, _ = bucket_prompt(np.repeat(ids, nb, 0), np.repeat(mask, nb, 0),
+                                        max_new_tokens, pad)
+    P_b = prompt.shape[1]
+    c = model.config
+    cache = ops.zeros((c.n_layer, 2, B * nb, c.n_head, mask_buf.shape[1], c.head_dim),
+                      model.transformer.compute_dtype)
+    step = _beam_step(model)
+    identity = ops.arange(B * nb, dtype="int32")
+    logits, cache = step(ops.convert_to_tensor(prompt), ops.convert_to_tensor(mask_buf), cache,
+                         ops.convert_to_tensor(0, "int32"), identity)
+    cur = P
+    while True:
+        logp = _log_softmax(np.asarray(ops.convert_to_numpy(logits), np.float32))
+        seqs = running[:, :, :cur].reshape(B * nb, cur)
+        if cfg.repetition_penalty is not None and cfg.repetition_penalty != 1.0:
+            logp = _penalise_unpadded(logp, seqs, np.repeat(mask, nb, 0), cfg.repetition_penalty)
+        logp = sampling.process(logp, seqs, dataclasses.replace(cfg, do_sample=False,
+                                                                repetition_penalty=None),
+                                cur - P, eos)
+        logp = (logp.reshape(B, nb, V) + running_scores[:, :, None]).reshape(B, nb * V)
+        idx = _topk(logp, keep)
+        topk_lp = np.take_along_axis(logp, idx, 1)
+        beam_of, tok = idx // V, idx % V
+        topk_seq = _gather(running, beam_of)
+        topk_seq[:, :, cur] = tok
+        topk_bi = _gather(running_bi, beam_of)
+        topk_bi[:, :, cur - P] = beam_of + np.arange(B)[:, None] * nb
+        hits = np.isin(tok, eos) | (cur + 1 >= max_length)  # EOS and max-length criteria
+
+        trl = (topk_lp + hits * -1e9).astype(np.float32)
+        nxt = _topk(trl, nb)
+        running, running_scores, running_bi = _gather(topk_seq, nxt), _gather(trl, nxt), _gather(topk_bi, nxt)
+
+        just = hits & top_mask[None]
+        s = topk_lp / ((cur + 1 - P) ** length_penalty)
+        s = s + (finished.all(-1, keepdims=True) & (early_stopping is True)) * -1e9
+        s = s + (~heuristic_open) * -1e9 + (~just) * -1e9
+        merged = np.concatenate([beam_scores, s.astype(np.float32)], 1)
+        top = _topk(merged, nb)
+        sequences = _gather(np.concatenate([sequences, topk_seq], 1), top)
+        beam_scores = _gather(merged, top)
+        beam_indices = _gather(np.concatenate([beam_indices, topk_bi], 1), top)
+        finished = _gather(np.concatenate([finished, just], 1), top)
+
+        beam_idx = running_bi[..., cur - P].reshape(-1)
+        cur += 1
+        best_len = (max_length - P) if early_stopping == "never" and length_penalty > 0 else cur - P
+        best_running = running_scores[:, :1] / (best_len ** length_penalty)
+        worst_finished = np.where(finished, beam_scores.min(1, keepdims=True), -1e9)
+        heuristic_open = heuristic_open & np.any(best_running > worst_finished, -1, keepdims=True)
+        go_on = (heuristic_open.any() and not (finished.all() and early_stopping is True)
+                 and not hits.all())
+        if not go_on:
+            break
+        pos = P_b + cur - 1 - P
+        mask_buf[:, pos] = 1
+        tok_in = running[:, :, cur - 1].reshape(B * nb, 1).astype(np.int32)
+        logits, cache = step(ops.convert_to_tensor(tok_in), ops.convert_to_tensor(mask_buf), cache,
+                             ops.convert_to_tensor(pos, "int32"),
+                             ops.convert_to_tensor(beam_idx.astype(np.int32)))
+    best = beam_indices[:, 0]
+    generated = int(((best + 1) != 0).sum(1).max())
+    return sequences[:, 0, :P + generated]
+
+
+# ---- the public entry point ------------------------------------------------------------------
+def _encode_prompts(prompts, tokenizer, pad: int):
+    if tokenizer is None:
+        raise ValueError("String prompts need a tokenizer. Received: tokenizer=None. Pass "
+                         "tokenizer=gpt2_tokenizer.GPT2Tokenizer.from_pretrained().")
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    rows = [tokenizer.encode(p) for p in prompts]
+    P = max(len(r) for r in rows)
+    ids = np.full((len(rows), P), pad, np.int32)
+    mask = np.zeros((len(rows), P), np.int32)
+    for i, r in enumerate(rows):  # left padding: every row's next token lands in the same column
+        ids[i, P - len(r):], mask[i, P - len(r):] = r, 1
+    return ids, mask
+
+
+def _stop_string_ends(tokens: np.ndarray, P: int, stop_strings: Sequence[str], tokenizer) -> list:
+    """Per row, the index of the first generated token after which the text ends with a stop
+    string (transformers' StopStringCriteria checks each new token), or None."""
+    ends = []
+    for row in tokens:
+        end = None
+        for t in range(P, len(row)):
+            text = tokenizer.decode(row[:t + 1].tolist())
+            if any(text.endswith(s) for s in stop_strings):
+                end = t
+                break
+        ends.append(end)
+    return ends
+
+
+def apply_stop_strings(tokens, P, stop_strings, tokenizer, eos, pad) -> np.ndarray:
+    """Cut each row after its first stop string (the rest becomes `pad`), and drop the columns
+    no row needs, as transformers stops once every row is finished."""
+    if tokenizer is None:
+        raise ValueError("`stop_strings` need a tokenizer to decode the text. Received: "
+                         "tokenizer=None.")
+    tokens = tokens.copy()
+    ends = _stop_string_ends(tokens, P, stop_strings, tokenizer)
+    row_end = []
+    for b, end in enumerate(ends):
+        eos_at = [t for t in range(P, tokens.shape[1]) if tokens[b, t] in eos]
+        stops = [t for t in (end, eos_at[0] if eos_at else None) if t is not None]
+        if stops:
+            tokens[b, min(stops) + 1:] = pad
+        row_end.append(min(stops) if stops else None)
+    if all(e is not None for e in row_end):
+        tokens = tokens[:, :max(row_end) + 1]
+    return tokens
+
+
+def generate(model, input_ids=None, attention_mask=None, *, max_new_tokens: int = 20,
+             do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, repetition_penalty: float | None = None,
+             no_repeat_ngram_size: int | None = None, min_new_tokens: int = 0, eos_token_id=None,
+             pad_token_id: int | None = None, num_beams: int = 1, length_penalty: float = 1.0,
+             early_stopping: bool | str = False, stop_strings=None, tokenizer=None,
+             seed: int | None = None, prompts=None):
+    """Prompt plus new tokens, with transformers' `generate` semantics.
+
+    Shapes: input_ids (B, P) int, attention_mask (B, P) (left padding) -> (B, P + n) int32
+    NumPy, n <= max_new_tokens (shorter when every row has finished). With string `prompts` (or
+    strings as `input_ids`) and a `tokenizer`, returns the decoded texts (prompt included).
+
+    Args:
+        eos_token_id: an id or a list of ids; None uses `config.eos_token_ids`.
+        pad_token_id: fills finished rows; None uses `config.pad_token_id`, else the first EOS.
+        num_beams: > 1 runs beam search (deterministic; `do_sample` must be False).
+        stop_strings: finish a row once its text ends with any of these (needs `tokenizer`).
+        seed: the sampling seed (stateless: the same seed gives the same tokens).
+    """
+    c = model.config
+    eos = tuple(c.eos_token_ids if eos_token_id is None else
+                ([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id))
+    pad = pad_token_id if pad_token_id is not None else (
+        c.pad_token_id if c.pad_token_id is not None else (eos[0] if eos else 0))
+    strings_in = prompts is not None or isinstance(input_ids, str) or (
+        isinstance(input_ids, (list, tuple)) and input_ids and isinstance(input_ids[0], str))
+    if strings_in:
+        ids, mask = _encode_prompts(prompts if prompts is not None else input_ids, tokenizer, pad)
+    else:
+        if input_ids is None:
+            raise ValueError("`input_ids` (or string `prompts` with a tokenizer) is required.")
+        ids = np.asarray(ops.convert_to_numpy(input_ids))
+        if ids.ndim == 1:
+            ids = ids[None]
+        mask = (np.ones_like(ids) if attention_mask is None
+                else np.asarray(ops.convert_to_numpy(attention_mask)).reshape(ids.shape))
+    _check_generate_args(c, ids, max_new_tokens, num_beams, do_sample)
+    ids, mask = ids.astype(np.int32), mask.astype(np.int32)
+    cfg = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                         repetition_penalty=repetition_penalty,
+                         no_repeat_ngram_size=no_repeat_ngram_size, min_new_tokens=min_new_tokens)
+    if num_beams > 1:
+        out = beam_search(model, ids, mask, max_new_tokens, num_beams, cfg, eos, pad,
+                          length_penalty, early_stopping)
+    else:
+        seed = int(np.random.default_rng().integers(2**31 - 1)) if seed is None else seed
+        out = sample(model, ids, mask, max_new_tokens, DecodeSpec(cfg, eos, pad), seed)
+    if stop_strings:
+        stop_strings = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings)
+        out = apply_stop_strings(out, ids.shape[1], stop_strings, tokenizer, eos, pad)
+    out = out.astype(np.int32)
+    if strings_in:
+        return [tokenizer.decode([t for t, m in zip(row, np.concatenate(
+            [mask_row, np.ones(len(row) - len(mask_row), np.int32)])) if m and t not in eos])
+            for row, mask_row in zip(out, mask)]
+    return out
+
+
+def _check_generate_args(config, ids: np.ndarray, max_new_tokens: int, num_beams: int,
+                         do_sample: bool) -> None:
+    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"`input_ids` must be integer ids of shape (batch, seq). Received "
+                         f"shape {ids.shape}, dtype {ids.dtype}.")
+    if ids.size and (ids.min() < 0 or ids.max() >= config.vocab_size):
+        raise ValueError(f"`input_ids` must lie in [0, vocab_size={config.vocab_size}). "
+                         f"Received range [{ids.min()}, {ids.max()}].")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"`max_new_tokens` must be a positive integer. Received: {max_new_tokens!r}.")
+    if ids.shape[1] + max_new_tokens > config.n_positions:
+        raise ValueError(
+            f"prompt length {ids.shape[1]} + max_new_tokens {max_new_tokens} exceeds the model's "
+            f"`n_positions`={config.n_positions}. Shorten the prompt or lower max_new_tokens.")
+    if not isinstance(num_beams, int) or num_beams < 1:
+        raise ValueError(f"`num_beams` must be a positive integer. Received: {num_beams!r}.")
+    if num_beams > 1 and do_sample:
+        raise ValueError("Beam sampling is not supported: use num_beams=1 with do_sample=True, or "
+                         "do_sample=False with beams. Received: num_beams="
+                         f"{num_beams}, do_sample=True.")

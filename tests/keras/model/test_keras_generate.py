@@ -1,0 +1,157 @@
+"""`generate` against transformers' torch `generate` (token-identical), and the in-graph logits
+processors against `gpt2_core.sampling` on the same logits, on any Keras backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from keras import ops
+from keras_test_helpers import CONFIGS, to_np
+
+import gpt2_core
+from gpt2_core import sampling
+from gpt2_keras import GPT2LMHeadModel, generation, processors
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_xla():
+    # XLA compiles each decoding spec in seconds; tests/keras/tf covers the XLA path.
+    generation.JIT_COMPILE = False
+    yield
+    generation.JIT_COMPILE = True
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    config = CONFIGS["base"].replace(n_positions=64)
+    path = tmp_path_factory.mktemp("gen")
+    gpt2_core.save_pretrained(path, config, gpt2_core.random_params(config, seed=4))
+    ours = GPT2LMHeadModel.from_pretrained(path)
+    theirs = transformers.GPT2LMHeadModel.from_pretrained(path, attn_implementation="eager").eval()
+    return config, ours, theirs
+
+
+def left_padded(config, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, config.vocab_size - 1, (3, 7)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[0, :3], ids[0, :3] = 0, config.pad_token_id
+    mask[2, :1], ids[2, :1] = 0, config.pad_token_id
+    return ids, mask
+
+
+CASES = {
+    "greedy": {},
+    "greedy_processors": dict(repetition_penalty=1.3, no_repeat_ngram_size=2, min_new_tokens=6),
+    "beams": dict(num_beams=3),
+    "beams_lp_early": dict(num_beams=4, length_penalty=0.6, early_stopping=True),
+    "beams_never": dict(num_beams=2, length_penalty=1.5, early_stopping="never",
+                        no_repeat_ngram_size=3),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_generate_is_token_identical_to_transformers(pair, case):
+    config, ours, theirs = pair
+    ids, mask = left_padded(config)
+    kw = CASES[case]
+    # several EOS ids, one of them a frequent token of this random model, so rows finish early
+    eos = [config.eos_token_id, 17]
+    got = ours.generate(ids, attention_mask=mask, max_new_tokens=14, eos_token_id=eos, **kw)
+    with torch.no_grad():
+        want = theirs.generate(torch.from_numpy(ids.astype(np.int64)),
+                               attention_mask=torch.from_numpy(mask.astype(np.int64)),
+                               max_new_tokens=14, do_sample=False, eos_token_id=eos,
+                               pad_token_id=config.pad_token_id, **kw).numpy()
+    np.testing.assert_array_equal(got, want)
+
+
+def test_generate_stops_when_every_row_hit_eos(pair):
+    config, ours, _ = pair
+    ids, mask = left_padded(config)
+    full = ours.generate(ids, attention_mask=mask, max_new_tokens=14)
+    first_tokens = full[:, 7]
+    short = ours.generate(ids, attention_mask=mask, max_new_tokens=14,
+                          eos_token_id=[int(t) for t in first_tokens])
+    assert short.shape == (3, 8)
+    np.testing.assert_array_equal(short, full[:, :8])
+
+
+def test_sampling_is_seeded_and_respects_top_k(pair):
+    config, ours, _ = pair
+    ids, mask = left_padded(config)
+    a = ours.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=True, top_k=1, seed=3)
+    greedy = ours.generate(ids, attention_mask=mask, max_new_tokens=10)
+    np.testing.assert_array_equal(a, greedy)  # top_k=1 leaves only the argmax
+    b = ours.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=True, seed=5)
+    c = ours.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=True, seed=5)
+    d = ours.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=True, seed=6)
+    np.testing.assert_array_equal(b, c)
+    assert not np.array_equal(b, d)
+
+
+def test_stop_strings_cut_rows_like_transformers_criteria(pair):
+    config, ours, _ = pair
+
+    class CharTokenizer:  # token i <-> one character, so a stop string is a token pattern
+        def decode(self, ids):
+            return "".join(chr(0x100 + i) for i in ids)
+
+    ids, mask = left_padded(config)
+    full = ours.generate(ids, attention_mask=mask, max_new_tokens=12)
+    stop = chr(0x100 + int(full[1, 9])) + chr(0x100 + int(full[1, 10]))
+    got = ours.generate(ids, attention_mask=mask, max_new_tokens=12, stop_strings=[stop],
+                        tokenizer=CharTokenizer())
+    np.testing.assert_array_equal(got[1, :11], full[1, :11])
+    assert (got[1, 11:] == config.pad_token_id).all()
+    with pytest.raises(ValueError, match="need a tokenizer"):
+        ours.generate(ids, attention_mask=mask, max_new_tokens=3, stop_strings=["x"])
+
+
+def test_generate_rejects_bad_arguments(pair):
+    config, ours, _ = pair
+    ids = np.ones((1, 4), np.int32)
+    with pytest.raises(ValueError, match="max_new_tokens` must be a positive integer"):
+        ours.generate(ids, max_new_tokens=0)
+    with pytest.raises(ValueError, match="exceeds the model's `n_positions`=64"):
+        ours.generate(ids, max_new_tokens=61)
+    with pytest.raises(ValueError, match=r"\[0, vocab_size=101\)"):
+        ours.generate(ids * 500, max_new_tokens=2)
+    with pytest.raises(ValueError, match="Beam sampling"):
+        ours.generate(ids, max_new_tokens=2, num_beams=2, do_sample=True)
+    with pytest.raises(ValueError, match="top_p"):
+        ours.generate(ids, max_new_tokens=2, do_sample=True, top_p=1.5)
+    with pytest.raises(ValueError, match="need a tokenizer"):
+        ours.generate("hello", max_new_tokens=2)
+
+
+PROCESSOR_CASES = [
+    sampling.SamplingConfig(repetition_penalty=1.7),
+    sampling.SamplingConfig(no_repeat_ngram_size=2),
+    sampling.SamplingConfig(no_repeat_ngram_size=3, min_new_tokens=4),
+    sampling.SamplingConfig(do_sample=True, temperature=0.7, top_k=5),
+    sampling.SamplingConfig(do_sample=True, top_p=0.8),
+    sampling.SamplingConfig(do_sample=True, temperature=1.3, top_k=20, top_p=0.5,
+                            repetition_penalty=0.8, no_repeat_ngram_size=2),
+]
+
+
+@pytest.mark.parametrize("i", range(len(PROCESSOR_CASES)))
+def test_processors_match_gpt2_core_sampling(i):
+    cfg = PROCESSOR_CASES[i]
+    rng = np.random.default_rng(i)
+    B, S, V = 3, 12, 40
+    scores = rng.normal(0, 3, (B, V)).astype(np.float32)
+    seq = rng.integers(0, 6, (B, S)).astype(np.int32)  # few distinct ids: repeated n-grams
+    eos = (3, 5)
+    want = sampling.process(scores, seq, cfg, new_tokens=2, eos_token_ids=eos)
+    seen = processors.mark_seen(ops.zeros((B, V), "bool"), seq, np.ones((B, S), bool))
+    got = to_np(processors.process(ops.convert_to_tensor(scores), cfg, eos, tokens=seq, start=0,
+                                   cur=S, seen=seen, new_tokens=2))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    # same float32 operations (a division or a product) on both sides
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-6)
