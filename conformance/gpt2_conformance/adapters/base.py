@@ -10,6 +10,7 @@ boundary as NumPy: inputs are NumPy arrays, outputs are dicts keyed by tensor pa
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -88,3 +89,9 @@ def call_kwargs(inputs: Arrays, outputs: tuple[str, ...], head: str) -> dict[str
     if head != "question_answering":
         kw["use_cache"] = True
     return kw
+
+
+def accepted(fn: Callable, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments `fn` declares (heads differ: the QA model takes no cache)."""
+    params = inspect.signature(fn).parameters
+    return {k: v for k, v in kwargs.items() if k in params}

@@ -32,13 +32,13 @@ class TorchAdapter:
 
     def load(self, path: str, head: str) -> Any:
         model = getattr(gpt2_torch, HEAD_CLASSES[head]).from_pretrained(path)
-        model.head = head
+        model.conformance_head = head
         return model.to(DEVICE).eval()  # eval: dropout off (grads are taken in eval mode too)
 
     def forward(self, model, inputs: Arrays, outputs: tuple[str, ...], past: Any = None
                 ) -> tuple[Arrays, Any]:
         kw = {k: (_t(v) if isinstance(v, np.ndarray) else v)
-              for k, v in call_kwargs(inputs, outputs, model.head).items()}
+              for k, v in call_kwargs(inputs, outputs, model.conformance_head).items()}
         if past is not None:
             kw["past_key_values"] = past
         with torch.no_grad():
