@@ -66,8 +66,10 @@ def block_specs(config: GPT2Config, i: int) -> list[TensorSpec]:
 
 
 def summary_dim(config: GPT2Config) -> int:
-    """Output width of the double-heads model's `SequenceSummary` projection."""
-    return config.num_labels if config.summary_proj_to_labels else config.n_embd
+    """Output width of the double-heads model's `SequenceSummary` projection: one score per
+    choice (Hugging Face's `GPT2DoubleHeadsModel` sets `num_labels = 1`), or `n_embd` when
+    `summary_proj_to_labels` is off."""
+    return 1 if config.summary_proj_to_labels else config.n_embd
 
 
 def head_specs(config: GPT2Config, head: str) -> list[TensorSpec]:

@@ -66,6 +66,15 @@ def _initial_model(args, tok) -> tuple[GPT2Config, dict[str, np.ndarray]]:
     return config, init_params(config, seed=args.seed)
 
 
+def unigram_baseline(train: np.ndarray, val: np.ndarray, vocab_size: int) -> float:
+    """Held-out loss (nats/token) of add-one-smoothed unigram frequencies from the training
+    windows: the floor a model must beat to have learned anything beyond token counts. Scored
+    on the same targets as the model (every token of a window but its first)."""
+    counts = np.bincount(train.reshape(-1), minlength=vocab_size).astype(np.float64) + 1.0
+    logp = np.log(counts / counts.sum())
+    return float(-logp[val[:, 1:].reshape(-1)].mean())
+
+
 def _evaluate(trainer, val: np.ndarray, batch: int) -> float:
     total, count = 0.0, 0
     for i in range(0, len(val), batch):
@@ -163,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
               "to resume.")
         return 130
     progress.close()
+    state["unigram_val_loss"] = unigram_baseline(train, val, config.vocab_size)
     _finish(args, config, trainer, tok, state)
     return 0
 
@@ -175,6 +185,8 @@ def _finish(args, config, trainer, tok, state) -> None:
     write_png(os.path.join(args.out, "loss.png"), line_chart(series))
     metrics = {"steps": state["step"], "final_train_loss": state["train_loss"][-1][1],
                "val_loss": state["val_loss"][-1][1] if state["val_loss"] else None,
-               "backend": args.backend}
+               "unigram_val_loss": state["unigram_val_loss"], "backend": args.backend}
     atomic_write_text(os.path.join(args.out, "metrics.json"), json.dumps(metrics, indent=1) + "\n")
+    print(f"held-out loss {metrics['val_loss']:.4f} vs unigram baseline "
+          f"{state['unigram_val_loss']:.4f} nats/token")
     print(f"saved {args.out} (loss curve: {os.path.join(args.out, 'loss.png')})")

@@ -38,3 +38,12 @@ def test_random_params_randomise_every_tensor():
     assert [s.name for s in weight_layout(config)] == list(params)
     for name, value in params.items():
         assert np.unique(value).size == value.size, name
+
+
+def test_mask_value_is_the_dtypes_most_negative_finite_number():
+    from gpt2_core.constants import mask_value
+
+    assert mask_value(np.float32) == float(torch.finfo(torch.float32).min)
+    assert mask_value(np.float16) == float(torch.finfo(torch.float16).min)
+    assert mask_value(torch.bfloat16) == float(torch.finfo(torch.bfloat16).min)
+    assert mask_value("bfloat16") == float(torch.finfo(torch.bfloat16).min)
