@@ -4,6 +4,7 @@
 `model(input_ids=ids, attention_mask=mask, labels=labels)`; `model.generate(ids, max_new_tokens=n)`.
 """
 
+from gpt2_keras.causal_lm import GPT2CausalLM, GPT2CausalLMPreprocessor, Perplexity
 from gpt2_keras.modeling import (
     GPT2DoubleHeadsModel,
     GPT2ForQuestionAnswering,
@@ -21,9 +22,11 @@ from gpt2_keras.outputs import (
     QuestionAnsweringOutput,
     SequenceClassifierOutput,
 )
+from gpt2_keras.tokenizer_layer import GPT2TokenizerLayer
 
 __all__ = [
-    "BaseModelOutput", "CausalLMOutput", "DoubleHeadsOutput", "GPT2DoubleHeadsModel",
+    "BaseModelOutput", "CausalLMOutput", "GPT2CausalLM", "GPT2CausalLMPreprocessor",
+    "GPT2TokenizerLayer", "Perplexity", "DoubleHeadsOutput", "GPT2DoubleHeadsModel",
     "GPT2ForQuestionAnswering", "GPT2ForSequenceClassification", "GPT2ForTokenClassification",
     "GPT2LMHeadModel", "GPT2Model", "GPT2PreTrainedModel", "ModelOutput",
     "QuestionAnsweringOutput", "SequenceClassifierOutput",

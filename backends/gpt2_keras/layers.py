@@ -132,8 +132,8 @@ class Attention(keras.layers.Layer):
         self.upcast = config.reorder_and_upcast_attn
         self.c_attn = Conv1D(C, 3 * C, name="c_attn", dtype=dtype)
         self.c_proj = Conv1D(C, C, name="c_proj", dtype=dtype)
-        self.attn_dropout = keras.layers.Dropout(config.attn_pdrop)
-        self.resid_dropout = keras.layers.Dropout(config.resid_pdrop)
+        self.attn_dropout = keras.layers.Dropout(config.attn_pdrop, dtype=dtype)
+        self.resid_dropout = keras.layers.Dropout(config.resid_pdrop, dtype=dtype)
         self.built = True
 
     def call(self, x, allowed, layer_past=None, cache=None, cache_index=None, head_mask=None,
@@ -179,7 +179,7 @@ class MLP(keras.layers.Layer):
         self.kind = ACTIVATION_KIND[config.activation_function]
         self.c_fc = Conv1D(config.n_embd, config.inner_dim, name="c_fc", dtype=dtype)
         self.c_proj = Conv1D(config.inner_dim, config.n_embd, name="c_proj", dtype=dtype)
-        self.dropout = keras.layers.Dropout(config.resid_pdrop)
+        self.dropout = keras.layers.Dropout(config.resid_pdrop, dtype=dtype)
         self.built = True
 
     def call(self, x, training=None):

@@ -12,6 +12,7 @@ The heads are thin: everything shared lives in `GPT2Transformer`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, ClassVar
 
@@ -111,14 +112,19 @@ class GPT2PreTrainedModel(keras.Model):
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "trainable": self.trainable,
                 "dtype": keras.dtype_policies.serialize(self.dtype_policy),
-                "config": self.config.to_dict()}
+                # the dataclass fields, not `to_dict()`: its `config.json` extras (model_type,
+                # label maps) would land in `extra` on the way back
+                "config": {f.name: getattr(self.config, f.name)
+                           for f in dataclasses.fields(self.config)}}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]):
         dtype = config.get("dtype")
         if isinstance(dtype, dict):
             dtype = keras.dtype_policies.deserialize(dtype)
-        return cls(GPT2Config.from_dict(config["config"]), name=config.get("name"), dtype=dtype,
+        fields = dict(config["config"])
+        fields["extra"] = dict(fields.get("extra") or {})
+        return cls(GPT2Config(**fields), name=config.get("name"), dtype=dtype,
                    trainable=config.get("trainable", True))
 
     # ---- Hugging Face's face ---------------------------------------------------------------
@@ -292,7 +298,7 @@ class SequenceSummary(keras.layers.Layer):
         self.summary = (Conv1D(config.n_embd, layout.summary_dim(config), name="summary", dtype=dtype)
                         if config.summary_use_proj else None)
         self.tanh = config.summary_activation == "tanh"
-        self.first_dropout = keras.layers.Dropout(config.summary_first_dropout)
+        self.first_dropout = keras.layers.Dropout(config.summary_first_dropout, dtype=dtype)
         self.built = True
 
     def call(self, hidden, cls_index=None, training=None):
@@ -445,7 +451,7 @@ class GPT2ForTokenClassification(GPT2PreTrainedModel):
         c = self.config
         # Hugging Face's default when the config names no classifier dropout.
         rate = c.extra.get("classifier_dropout") or c.extra.get("hidden_dropout") or 0.1
-        self.dropout = keras.layers.Dropout(rate)
+        self.dropout = keras.layers.Dropout(rate, dtype=dtype)
         self.classifier = Conv1D(c.n_embd, c.num_labels, name="classifier", dtype=dtype)
 
     def head_weight_table(self):

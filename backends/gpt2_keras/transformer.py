@@ -46,7 +46,7 @@ class GPT2Transformer(keras.layers.Layer):
         C = config.n_embd
         self.wte = Embedding(config.vocab_size, C, name="wte", dtype=dtype)
         self.wpe = Embedding(config.n_positions, C, name="wpe", dtype=dtype)
-        self.drop = keras.layers.Dropout(config.embd_pdrop)
+        self.drop = keras.layers.Dropout(config.embd_pdrop, dtype=dtype)
         self.h = [Block(config, i, name=f"h_{i}", dtype=dtype) for i in range(config.n_layer)]
         # GPT-2's epsilon (1e-5), not Keras' LayerNormalization default of 1e-3.
         self.ln_f = LayerNorm(C, config.layer_norm_epsilon, name="ln_f", dtype=dtype)

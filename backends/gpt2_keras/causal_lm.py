@@ -1,0 +1,147 @@
+"""Fine-tuning on raw text with `model.fit`: a preprocessor that packs strings into fixed windows
+and a `GPT2CausalLM` model whose `fit`/`evaluate` take a `tf.data` dataset of strings.
+
+The preprocessor runs in `tf.data` (TensorFlow ops, through `GPT2TokenizerLayer`); the model
+itself is backend-agnostic Keras, so the same script trains on the TensorFlow, JAX or PyTorch
+Keras backend.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from gpt2_keras import losses
+from gpt2_keras.modeling import GPT2LMHeadModel
+
+
+class GPT2CausalLMPreprocessor:
+    """Strings (or ragged ids) -> `(x, y, sample_weight)` windows for next-token training.
+
+    Each text becomes `<|endoftext|> ids <|endoftext|>`, cut or padded to `sequence_length + 1`
+    tokens; `x` holds the first `sequence_length`, `y` the same shifted by one, and
+    `sample_weight` is 0 on padding so the loss ignores it.
+
+    Shapes: (B,) strings -> x {"input_ids", "attention_mask"} (B, L), y (B, L), weights (B, L).
+    """
+
+    def __init__(self, tokenizer=None, sequence_length: int = 128, eos_token_id: int = 50256,
+                 pad_token_id: int | None = None):
+        if not isinstance(sequence_length, int) or sequence_length < 1:
+            raise ValueError(f"`sequence_length` must be a positive integer. Received: "
+                             f"{sequence_length!r}.")
+        self.tokenizer = tokenizer
+        self.sequence_length = sequence_length
+        self.eos_token_id = eos_token_id
+        self.pad_token_id = eos_token_id if pad_token_id is None else pad_token_id
+
+    def __call__(self, inputs):
+        if isinstance(inputs, tf.RaggedTensor) or (
+                isinstance(inputs, tf.Tensor) and inputs.dtype.is_integer):
+            ids = inputs if isinstance(inputs, tf.RaggedTensor) else tf.RaggedTensor.from_tensor(inputs)
+        else:
+            if self.tokenizer is None:
+                raise ValueError("String inputs need a tokenizer. Received: tokenizer=None. Pass "
+                                 "tokenizer=GPT2TokenizerLayer().")
+            ids = self.tokenizer.tokenize(inputs)
+        return self.pack(tf.cast(ids, tf.int32))
+
+    def pack(self, ids: tf.RaggedTensor):
+        L = self.sequence_length
+        eos = tf.fill([ids.nrows(), 1], self.eos_token_id)
+        ids = tf.concat([eos, ids, eos], axis=1)[:, :L + 1]
+        weight = tf.ones_like(ids).to_tensor(0, shape=[None, L + 1])
+        dense = ids.to_tensor(self.pad_token_id, shape=[None, L + 1])
+        x = {"input_ids": dense[:, :-1], "attention_mask": weight[:, :-1]}
+        return x, dense[:, 1:], tf.cast(weight[:, 1:], tf.float32)
+
+
+@keras.saving.register_keras_serializable(package="gpt2_keras")
+class Perplexity(keras.metrics.Metric):
+    """exp of the (sample-weighted) mean next-token cross-entropy."""
+
+    def __init__(self, name: str = "perplexity", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        logits = ops.cast(y_pred, "float32")
+        logz = ops.logsumexp(logits, axis=-1)
+        picked = ops.squeeze(ops.take_along_axis(logits, ops.cast(y_true, "int32")[..., None], -1), -1)
+        w = ops.ones_like(logz) if sample_weight is None else ops.cast(sample_weight, "float32")
+        self.total.assign_add(ops.sum((logz - picked) * w))
+        self.count.assign_add(ops.sum(w))
+
+    def result(self):
+        return ops.exp(self.total / ops.maximum(self.count, 1.0))
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+
+@keras.saving.register_keras_serializable(package="gpt2_keras")
+class GPT2CausalLM(keras.Model):
+    """A GPT-2 LM for `fit`/`evaluate`/`predict` on raw text.
+
+    `call(x)` takes the preprocessor's dict and returns logits (B, L, V); the default loss is
+    the sample-weighted next-token cross-entropy (padding weighs 0), with perplexity reported.
+    """
+
+    def __init__(self, backbone: GPT2LMHeadModel, preprocessor: GPT2CausalLMPreprocessor | None = None,
+                 name: str | None = None):
+        if not isinstance(backbone, GPT2LMHeadModel):
+            raise TypeError(f"`backbone` must be a GPT2LMHeadModel. Received: {type(backbone).__name__}.")
+        super().__init__(name=name, dtype=backbone.dtype_policy)
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+
+    def call(self, x, training=None):
+        return self.backbone(x, training=training, use_cache=False)["logits"]
+
+    def compile(self, optimizer="adamw", loss="auto", weighted_metrics="auto", jit_compile="auto"):
+        """Keras' `compile` with causal-LM defaults (AdamW 5e-5, masked cross-entropy,
+        perplexity)."""
+        if optimizer == "adamw":
+            optimizer = keras.optimizers.AdamW(learning_rate=5e-5)
+        if loss == "auto":
+            # mean over the weighted (non-padding) tokens, not over every position
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                             reduction="mean_with_sample_weight")
+        if weighted_metrics == "auto":
+            weighted_metrics = [Perplexity()]
+        super().compile(optimizer=optimizer, loss=loss, weighted_metrics=weighted_metrics,
+                        jit_compile=jit_compile)
+
+    def _preprocessed(self, x):
+        if self.preprocessor is not None and isinstance(x, tf.data.Dataset):
+            return x.map(self.preprocessor, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+        return x
+
+    def fit(self, x=None, y=None, *, batch_size=None, epochs: int = 1, verbose="auto",
+            callbacks=None, validation_data=None, steps_per_epoch=None):
+        """`keras.Model.fit`; a `tf.data` dataset of string batches goes through the
+        preprocessor first."""
+        return super().fit(self._preprocessed(x), y, batch_size=batch_size, epochs=epochs,
+                           verbose=verbose, callbacks=callbacks,
+                           validation_data=self._preprocessed(validation_data),
+                           steps_per_epoch=steps_per_epoch)
+
+    def evaluate(self, x=None, y=None, *, batch_size=None, verbose="auto", steps=None,
+                 return_dict: bool = False):
+        return super().evaluate(self._preprocessed(x), y, batch_size=batch_size, verbose=verbose,
+                                steps=steps, return_dict=return_dict)
+
+    def get_config(self):
+        return {"name": self.name, "backbone": keras.saving.serialize_keras_object(self.backbone)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.saving.deserialize_keras_object(config["backbone"]), name=config.get("name"))
+
+
+def masked_lm_loss(logits, labels, sample_weight):
+    """The training loss as a plain function (for custom loops): weighted mean cross-entropy."""
+    return losses.cross_entropy(logits, ops.where(sample_weight > 0, labels, -100))
