@@ -1,0 +1,164 @@
+"""gpt2_torch vs transformers, side by side in one process, same random GPT-2 small weights.
+
+Measures prefill, greedy decode (identical tokens asserted), a training step (AdamW) and peak
+RSS while loading (each loader in its own subprocess). Prints a table with ratios.
+
+    python bench/bench_torch.py [--quick] [--threads 2] [--device cuda --dtype bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+
+def timeit(fn, repeats: int, sync) -> float:
+    fn()  # warm-up
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def make_checkpoint(path: str, preset: str) -> None:
+    import gpt2_core
+
+    config = gpt2_core.GPT2Config.from_preset(preset)
+    gpt2_core.save_pretrained(path, config, gpt2_core.init_params(config, seed=0))
+
+
+def load_models(path: str, device: str, dtype: torch.dtype):
+    import transformers
+
+    from gpt2_torch import GPT2LMHeadModel
+
+    ours = GPT2LMHeadModel.from_pretrained(path, torch_dtype=dtype, device=device).eval()
+    hf = transformers.GPT2LMHeadModel.from_pretrained(path, attn_implementation="sdpa",
+                                                      dtype=dtype).to(device).eval()
+    return ours, hf
+
+
+def bench_prefill(ours, hf, shape, repeats, sync, device):
+    ids = torch.randint(0, 50000, shape, device=device)
+    with torch.inference_mode():
+        t_ours = timeit(lambda: ours(ids, use_cache=False), repeats, sync)
+        t_hf = timeit(lambda: hf(ids, use_cache=False), repeats, sync)
+    n = shape[0] * shape[1]
+    return n / t_ours, n / t_hf
+
+
+def bench_decode(ours, hf, batch, prompt, new, repeats, sync, device):
+    ids = torch.randint(0, 50000, (batch, prompt), device=device)
+    with torch.inference_mode():
+        a = ours.generate(ids, max_new_tokens=new, eos_token_id=[])
+        b = hf.generate(ids, max_new_tokens=new, do_sample=False, min_new_tokens=new,
+                        pad_token_id=50256)
+    if not torch.equal(a, b):
+        raise AssertionError(f"greedy tokens differ at batch {batch}")
+    with torch.inference_mode():
+        t_ours = timeit(lambda: ours.generate(ids, max_new_tokens=new, eos_token_id=[]), repeats, sync)
+        t_hf = timeit(lambda: hf.generate(ids, max_new_tokens=new, do_sample=False,
+                                          min_new_tokens=new, pad_token_id=50256), repeats, sync)
+    n = batch * new
+    return n / t_ours, n / t_hf
+
+
+def bench_train(ours, hf, shape, steps, sync, device):
+    ids = torch.randint(0, 50000, shape, device=device)
+    results = []
+    for model in (ours, hf):
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+        def step(model=model, opt=opt):
+            loss = model(ids, labels=ids).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        results.append(shape[0] * shape[1] / timeit(step, steps, sync))
+        model.eval()
+        del opt
+    return tuple(results)
+
+
+LOAD_SNIPPET = """
+import json, resource, sys
+import torch
+torch.set_num_threads(1)
+which, path = sys.argv[1], sys.argv[2]
+def rss_kb():
+    with open('/proc/self/status') as f:
+        return next(int(l.split()[1]) for l in f if l.startswith('VmHWM'))
+base = rss_kb()
+if which == 'ours':
+    from gpt2_torch import GPT2LMHeadModel
+    m = GPT2LMHeadModel.from_pretrained(path)
+else:
+    import transformers
+    m = transformers.GPT2LMHeadModel.from_pretrained(path)
+nbytes = sum(p.numel() * p.element_size() for p in m.parameters())
+print(json.dumps({'peak_kb': rss_kb() - base, 'weights': nbytes}))
+"""
+
+
+def bench_load_rss(path: str, which: str) -> tuple[float, int]:
+    out = subprocess.run([sys.executable, "-c", LOAD_SNIPPET, which, path], check=True,
+                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    r = json.loads(out)
+    return r["peak_kb"] * 1024 / r["weights"], r["weights"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and tokens (~3 min)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    ap.add_argument("--preset", default="gpt2")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    reps = 1 if args.quick else 3
+    new = 32 if args.quick else 128
+    rows = []
+    with tempfile.TemporaryDirectory() as path:
+        make_checkpoint(path, args.preset)
+        ours, hf = load_models(path, args.device, dtype)
+        for shape in ((1, 128), (4, 512)):
+            o, h = bench_prefill(ours, hf, shape, reps, sync, args.device)
+            rows.append((f"prefill {shape[0]}x{shape[1]} (tok/s)", o, h, 1.2))
+        for batch in (1, 8):
+            o, h = bench_decode(ours, hf, batch, 32, new, reps, sync, args.device)
+            rows.append((f"greedy decode b={batch}, 32+{new} (new tok/s)", o, h, 2.0))
+        if args.dtype == "float32" or args.device != "cpu":
+            o, h = bench_train(ours, hf, (4, 256), 1 if args.quick else 2, sync, args.device)
+            rows.append(("train step 4x256 AdamW (tok/s)", o, h, 1.0))
+        del ours, hf
+        ro, weights = bench_load_rss(path, "ours")
+        rh, _ = bench_load_rss(path, "hf")
+    print(f"\ndevice={args.device} dtype={args.dtype} threads={args.threads} preset={args.preset} "
+          f"torch={torch.__version__}")
+    print(f"{'measure':44s} {'gpt2_torch':>12s} {'transformers':>13s} {'ratio':>7s} {'target':>7s}")
+    for name, o, h, target in rows:
+        flag = "ok" if o / h >= target else "MISS"
+        print(f"{name:44s} {o:12.1f} {h:13.1f} {o / h:7.2f} {target:>6.1f}x {flag}")
+    print(f"{'load peak RSS / weight bytes':44s} {ro:12.2f} {rh:13.2f} {'':7s} {'<1.3':>7s} "
+          f"{'ok' if ro < 1.3 else 'MISS'}  ({weights / 2**20:.0f} MiB weights)")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
