@@ -90,7 +90,7 @@ def compare(case: str, pair: str, path: str, expected: np.ndarray, actual: np.nd
         err = np.where(special, np.inf, diff)
         allowed = atol + rtol * np.where(np.isfinite(e), np.abs(e), 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            rel = np.where(err == 0, 0.0, err / np.abs(e))
+            rel = np.where(err == 0, 0.0, err / np.abs(np.where(np.isfinite(e), e, 0.0)))
         bad = err > allowed
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(err == 0, 0.0, err / np.where(allowed > 0, allowed, 0.0))
