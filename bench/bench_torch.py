@@ -101,13 +101,12 @@ which, path = sys.argv[1], sys.argv[2]
 def rss_kb():
     with open('/proc/self/status') as f:
         return next(int(l.split()[1]) for l in f if l.startswith('VmHWM'))
-base = rss_kb()
 if which == 'ours':
-    from gpt2_torch import GPT2LMHeadModel
-    m = GPT2LMHeadModel.from_pretrained(path)
+    from gpt2_torch import GPT2LMHeadModel as cls
 else:
-    import transformers
-    m = transformers.GPT2LMHeadModel.from_pretrained(path)
+    from transformers import GPT2LMHeadModel as cls
+base = rss_kb()  # after imports: measure loading only
+m = cls.from_pretrained(path)
 nbytes = sum(p.numel() * p.element_size() for p in m.parameters())
 print(json.dumps({'peak_kb': rss_kb() - base, 'weights': nbytes}))
 """

@@ -13,8 +13,8 @@ import argparse
 import math
 
 import torch
-from gpt2_core import GPT2Config
 
+from gpt2_core import GPT2Config
 from gpt2_torch import GPT2LMHeadModel
 
 SAMPLE = ("GPT-2 is specified once in NumPy and run in PyTorch, Keras and Flax. " * 40)

@@ -109,8 +109,8 @@ class GPT2PreTrainedModel(nn.Module):
         del params
         bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
         if bad:
-            raise gpt2_core.CheckpointError(os.fspath(path_or_name),
-                                            [f"`{canonical_name(k)}` contains NaN or inf values" for k in bad])
+            problems = [f"`{canonical_name(k)}` contains NaN or inf values" for k in bad]
+            raise gpt2_core.CheckpointError(os.fspath(path_or_name), problems)
         model.load_state_dict(state, strict=True, assign=True)
         if missing:
             logger.warning("Tensors %s are not in the checkpoint; they get GPT-2's init.", missing)
