@@ -56,12 +56,14 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> str:
             for snap in snapshots:
                 if os.path.isfile(os.path.join(snap, "config.json")):
                     return snap
+    looks_like_hub_id = not path.startswith((".", "/", "~")) and path.count("/") <= 1
+    fetch = (f", or download it where a network is available with `huggingface-cli download "
+             f"{repo_ids[-1]}`") if looks_like_hub_id else ""
     raise FileNotFoundError(
         f"No GPT-2 model at {path!r}: it is not a directory, and no snapshot of it is in the "
         "local Hugging Face cache (~/.cache/huggingface/hub, or $HF_HUB_CACHE). Pass a "
         "directory holding `config.json` and `model.safetensors` (plus `vocab.json` and "
-        "`merges.txt` for the tokenizer), or download it where a network is available with "
-        f"`huggingface-cli download {repo_ids[-1]}`."
+        f"`merges.txt` for the tokenizer){fetch}."
     )
 
 

@@ -17,7 +17,8 @@ from gpt2_core._io import atomic_open
 
 _DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
-    "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+    "I16": np.int16, "I8": np.int8, "U64": np.uint64, "U32": np.uint32, "U16": np.uint16,
+    "U8": np.uint8, "BOOL": np.bool_,
 }
 _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
 _HEADER_LIMIT = 100_000_000

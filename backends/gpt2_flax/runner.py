@@ -1,0 +1,92 @@
+"""What the `gpt2` command needs from the Flax backend (see `gpt2_core.cli._backends`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from gpt2_core import GPT2Config
+from gpt2_flax.models import GPT2LMHeadModel
+from gpt2_flax.training import make_optimizer, train_step
+
+
+def load(path: str, dtype: str | None) -> GPT2LMHeadModel:
+    return GPT2LMHeadModel.from_pretrained(path, dtype=dtype or "float32")
+
+
+def generate(model: GPT2LMHeadModel, prompt_ids: list[int], options) -> Iterator[list[int]]:
+    # The whole decode loop is one compiled call, so the tokens arrive together.
+    out = model.generate(np.asarray([prompt_ids], np.int32), max_new_tokens=options.max_new_tokens,
+                         do_sample=options.do_sample, temperature=options.temperature,
+                         top_k=options.top_k if options.do_sample else None,
+                         top_p=options.top_p if options.do_sample else None,
+                         repetition_penalty=options.repetition_penalty,
+                         num_beams=options.num_beams, eos_token_id=list(options.eos_token_ids),
+                         key=jax.random.key(options.seed))
+    new = np.asarray(out)[0, len(prompt_ids):].tolist()
+    yield _until_eos(new, options.eos_token_ids)
+
+
+def _until_eos(ids: list[int], eos: tuple[int, ...]) -> list[int]:
+    for i, t in enumerate(ids):
+        if t in eos:
+            return ids[:i]
+    return ids
+
+
+def nll(model: GPT2LMHeadModel, ids: np.ndarray) -> tuple[float, int]:
+    ids = jnp.asarray(ids, jnp.int32)
+    count = ids.shape[0] * (ids.shape[1] - 1)
+    return float(model(ids, labels=ids, use_cache=False).loss) * count, count
+
+
+class Trainer:
+    """AdamW on the causal-LM loss; dropout reseeded from (seed, step) so a resumed run draws
+    the same masks as an uninterrupted one."""
+
+    def __init__(self, config: GPT2Config, params: dict[str, np.ndarray], options):
+        self.model = GPT2LMHeadModel.from_params(config, params)
+        self.optimizer = make_optimizer(self.model, options.learning_rate, options.weight_decay,
+                                        *options.betas)
+        self.seed, self.step = options.seed, 0
+        self.dropout = options.dropout
+
+    def train_step(self, ids: np.ndarray) -> float:
+        self.model.train() if self.dropout else self.model.eval()
+        nnx.reseed(self.model, dropout=self.seed * 1_000_003 + self.step)
+        ids = jnp.asarray(ids, jnp.int32)
+        loss = train_step(self.model, self.optimizer, ids, ids)
+        self.step += 1
+        return float(loss)
+
+    def eval_loss(self, ids: np.ndarray) -> tuple[float, int]:
+        self.model.eval()
+        return nll(self.model, ids)
+
+    def params(self) -> dict[str, np.ndarray]:
+        return self.model.to_params()
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        leaves, _ = jax.tree_util.tree_flatten_with_path(nnx.state(self.optimizer))
+        state = {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+        state["trainer.step"] = np.asarray(self.step, np.int64)
+        return state
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        current = nnx.state(self.optimizer)
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(current)
+        missing = [jax.tree_util.keystr(p) for p, _ in leaves if jax.tree_util.keystr(p) not in state]
+        if missing:
+            raise ValueError(f"The optimizer checkpoint lacks {missing[:3]}: it was written by "
+                             "another backend or model. Resume with the backend that wrote it.")
+        restored = [jnp.asarray(state[jax.tree_util.keystr(p)], dtype=leaf.dtype) for p, leaf in leaves]
+        nnx.update(self.optimizer, jax.tree_util.tree_unflatten(treedef, restored))
+        self.step = int(state["trainer.step"])
+
+
+def trainer(config: GPT2Config, params: dict[str, np.ndarray], options) -> Trainer:
+    return Trainer(config, params, options)
