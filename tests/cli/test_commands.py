@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import BACKENDS, TINY, gpt2
+
 from gpt2_core import load_pretrained, reference
 from gpt2_tokenizer import GPT2Tokenizer
 
