@@ -51,8 +51,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--only", help="comma-separated substrings of case names to run")
     ap.add_argument("--report", metavar="DIR", help="write DIR/conformance.json and .md")
     ap.add_argument("--write-report", metavar="FILE", help="run tiny and small, write FILE")
-    ap.add_argument("--check-report", metavar="FILE", help="run FILE's suites again; fail when "
-                    "a case or a PASS/FAIL cell changed")
+    ap.add_argument("--check-report", metavar="FILE", help="run tiny and small (or --suite) "
+                    "again; fail when a case or a PASS/FAIL cell of those sections changed")
     ap.add_argument("--workdir", help="keep checkpoints and results here (default: a temp dir)")
     ap.add_argument("--jobs", type=int, default=2, help="workers run at once (default 2)")
     ap.add_argument("--plant", action="append", default=[], metavar="SUBJECT:BUG",
@@ -86,10 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     from gpt2_conformance.report import check_report, text, to_json
 
-    if args.write_report or args.check_report:
-        suites = ["tiny", "small"]
-    elif args.suite:
+    if args.suite:
         suites = args.suite.split(",")
+    elif args.write_report or args.check_report:
+        suites = ["tiny", "small"]
     else:
         suites = ["model"] if args.model else ["tiny"]
     results = run_suites(args, suites)

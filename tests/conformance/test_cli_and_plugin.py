@@ -75,3 +75,10 @@ def test_one_line_function_runs_the_cases(tmp_path):
     """))
     proc = _pytest(tmp_path, "-k", "loss.labels")
     assert "1 passed" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_committed_report_matches_the_tiny_matrix(workdir):
+    """CI's guard on conformance/REPORT.md: rerun the tiny suite on every installed backend and
+    fail when a case or a PASS/FAIL cell changed (digits may differ by machine)."""
+    report = os.path.join(os.path.dirname(__file__), "..", "..", "conformance", "REPORT.md")
+    assert main(["--suite", "tiny", "--check-report", report, "--workdir", workdir]) == 0
