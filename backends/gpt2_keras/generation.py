@@ -124,6 +124,10 @@ def _compiled(model, spec: DecodeSpec):
             import tensorflow as tf
 
             fn = tf.function(fn, jit_compile=JIT_COMPILE, reduce_retracing=False)
+        elif keras.backend.backend() == "jax":
+            import jax
+
+            fn = jax.jit(fn)  # the weights enter as constants of the compiled loop
         fns[spec_key] = fn
     return fns[spec_key]
 
@@ -172,6 +176,10 @@ def _beam_step(model):
             # A graph function without XLA: the host loop dominates beam search anyway, and
             # XLA compiles this gather-heavy step slowly (seconds per shape).
             step = tf.function(step, reduce_retracing=False)
+        elif keras.backend.backend() == "jax":
+            import jax
+
+            step = jax.jit(step)
         fns["beam_step"] = step
     return fns["beam_step"]
 

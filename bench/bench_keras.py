@@ -1,0 +1,143 @@
+"""gpt2_keras vs KerasHub's GPT-2, side by side in one process, TensorFlow Keras backend.
+
+GPT-2 small (124M) with the same random weights (`gpt2_core.init_params`) copied into both, so
+greedy tokens can be compared. Measures greedy decode (32-token prompt) at batch 1 and 8,
+XLA prefill (1 x 128) and `fit` tokens/s (batch 4 x 256, AdamW), and prints ratios.
+
+    KERAS_BACKEND=tensorflow python bench/bench_keras.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import keras_hub  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import gpt2_core  # noqa: E402
+from gpt2_core import GPT2Config  # noqa: E402
+from gpt2_keras import GPT2CausalLM, GPT2LMHeadModel  # noqa: E402
+
+
+def hub_model(config: GPT2Config, params) -> keras_hub.models.GPT2CausalLM:
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=config.vocab_size, num_layers=config.n_layer, num_heads=config.n_head,
+        hidden_dim=config.n_embd, intermediate_dim=config.inner_dim,
+        max_sequence_length=config.n_positions, dropout=0.0)
+    C = config.n_embd
+    backbone.token_embedding.embeddings.assign(params["wte.weight"])
+    backbone.position_embedding.position_embeddings.assign(params["wpe.weight"])
+    for i, layer in enumerate(backbone.transformer_layers):
+        p = f"h.{i}."
+        attn = layer._self_attention_layer
+        w, b = params[p + "attn.c_attn.weight"], params[p + "attn.c_attn.bias"]
+        for j, dense in enumerate((attn.query_dense, attn.key_dense, attn.value_dense)):
+            dense.kernel.assign(w[:, j * C:(j + 1) * C].reshape(dense.kernel.shape))
+            dense.bias.assign(b[j * C:(j + 1) * C].reshape(dense.bias.shape))
+        out = attn.output_dense
+        out.kernel.assign(params[p + "attn.c_proj.weight"].reshape(out.kernel.shape))
+        attn.output_dense.bias.assign(params[p + "attn.c_proj.bias"])
+        for norm, name in ((layer._self_attention_layer_norm, "ln_1"),
+                           (layer._feedforward_layer_norm, "ln_2")):
+            norm.gamma.assign(params[p + name + ".weight"])
+            norm.beta.assign(params[p + name + ".bias"])
+        layer._feedforward_intermediate_dense.kernel.assign(params[p + "mlp.c_fc.weight"])
+        layer._feedforward_intermediate_dense.bias.assign(params[p + "mlp.c_fc.bias"])
+        layer._feedforward_output_dense.kernel.assign(params[p + "mlp.c_proj.weight"])
+        layer._feedforward_output_dense.bias.assign(params[p + "mlp.c_proj.bias"])
+    backbone.layer_norm.gamma.assign(params["ln_f.weight"])
+    backbone.layer_norm.beta.assign(params["ln_f.bias"])
+    return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    fn()  # compile / warm up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = fn()
+    return (time.perf_counter() - start) / repeats, out
+
+
+def bench_decode(ours, hub, B: int, P: int, N: int, repeats: int):
+    ids = np.random.default_rng(B).integers(0, 50000, (B, P)).astype(np.int32)
+
+    def run_ours():
+        return ours.generate(ids, max_new_tokens=N, eos_token_id=[])
+
+    def run_hub():
+        token_ids = np.zeros((B, P + N), np.int32)
+        token_ids[:, :P] = ids
+        mask = np.zeros((B, P + N), bool)
+        mask[:, :P] = True
+        return hub.generate({"token_ids": token_ids, "padding_mask": mask}, stop_token_ids=None)
+
+    t_ours, out_ours = timed(run_ours, repeats)
+    t_hub, out_hub = timed(run_hub, repeats)
+    same = float(np.mean(np.asarray(out_ours)[:, P:] == np.asarray(out_hub["token_ids"])[:, P:]))
+    return B * N / t_ours, B * N / t_hub, same
+
+
+def bench_prefill(ours, hub, T: int, repeats: int):
+    ids = np.random.default_rng(0).integers(0, 50000, (1, T)).astype(np.int32)
+    ours_fn = tf.function(lambda x: ours({"input_ids": x}, use_cache=False)["logits"], jit_compile=True)
+    hub_fn = tf.function(lambda x: hub({"token_ids": x, "padding_mask": tf.ones_like(x, tf.bool)}),
+                         jit_compile=True)
+    t_ours, _ = timed(lambda: ours_fn(ids).numpy(), repeats)
+    t_hub, _ = timed(lambda: hub_fn(ids).numpy(), repeats)
+    return T / t_ours, T / t_hub
+
+
+def bench_fit(config, params, steps: int, B: int = 4, T: int = 256):
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 50000, (B * (steps + 1), T + 1)).astype(np.int32)
+    x, y, w = ids[:, :-1], ids[:, 1:], np.ones((len(ids), T), np.float32)
+    ours = GPT2CausalLM(GPT2LMHeadModel.from_params(config.replace(resid_pdrop=0.0, embd_pdrop=0.0,
+                                                                   attn_pdrop=0.0), params))
+    ours.compile(optimizer=keras.optimizers.AdamW(1e-5))
+    hub = hub_model(config, params)
+    hub.compile(optimizer=keras.optimizers.AdamW(1e-5),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rates = []
+    for model, xs in ((ours, {"input_ids": x, "attention_mask": np.ones_like(x)}),
+                      (hub, {"token_ids": x, "padding_mask": np.ones_like(x, bool)})):
+        first = {k: v[:B] for k, v in xs.items()}
+        model.fit(first, y[:B], sample_weight=w[:B], batch_size=B, verbose=0)  # compile
+        rest = {k: v[B:] for k, v in xs.items()}
+        start = time.perf_counter()
+        model.fit(rest, y[B:], sample_weight=w[B:], batch_size=B, verbose=0)
+        rates.append(steps * B * T / (time.perf_counter() - start))
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer tokens and steps (~3 min)")
+    args = parser.parse_args()
+    N = 32 if args.quick else 128
+    repeats = 1 if args.quick else 2
+    config = GPT2Config.from_preset("gpt2")
+    params = gpt2_core.init_params(config, seed=0)
+    ours = GPT2LMHeadModel.from_params(config, params)
+    hub = hub_model(config, params)
+    rows = []
+    for B in (1, 8):
+        o, h, same = bench_decode(ours, hub, B, 32, N, repeats)
+        rows.append((f"greedy decode B={B} (new tok/s)", o, h, 3.0 if B == 8 else 2.0,
+                     f"same tokens {same:.0%}"))
+    o, h = bench_prefill(ours, hub, 128, 3 if args.quick else 5)
+    rows.append(("prefill 1x128 XLA (tok/s)", o, h, 1.2, ""))
+    o, h = bench_fit(config, params, steps=2 if args.quick else 6)
+    rows.append(("fit 4x256 AdamW (tok/s)", o, h, 1.3, ""))
+    print(f"\n{'measure':34s} {'gpt2_keras':>11s} {'keras_hub':>10s} {'ratio':>7s} {'target':>7s}")
+    for name, o, h, target, note in rows:
+        print(f"{name:34s} {o:11.1f} {h:10.1f} {o / h:7.2f} {target:6.1f}x  {note}")
+
+
+if __name__ == "__main__":
+    main()
