@@ -121,13 +121,13 @@ class GPT2CausalLM(keras.Model):
         return x
 
     def fit(self, x=None, y=None, *, batch_size=None, epochs: int = 1, verbose="auto",
-            callbacks=None, validation_data=None, steps_per_epoch=None):
+            callbacks=None, validation_data=None, sample_weight=None, steps_per_epoch=None):
         """`keras.Model.fit`; a `tf.data` dataset of string batches goes through the
         preprocessor first."""
         return super().fit(self._preprocessed(x), y, batch_size=batch_size, epochs=epochs,
                            verbose=verbose, callbacks=callbacks,
                            validation_data=self._preprocessed(validation_data),
-                           steps_per_epoch=steps_per_epoch)
+                           sample_weight=sample_weight, steps_per_epoch=steps_per_epoch)
 
     def evaluate(self, x=None, y=None, *, batch_size=None, verbose="auto", steps=None,
                  return_dict: bool = False):
