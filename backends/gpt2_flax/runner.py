@@ -7,11 +7,12 @@ from collections.abc import Iterator
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from gpt2_core import GPT2Config
 from gpt2_flax.models import GPT2LMHeadModel
-from gpt2_flax.training import make_optimizer, train_step
+from gpt2_flax.training import train_step
 
 
 def load(path: str, dtype: str | None) -> GPT2LMHeadModel:
@@ -50,12 +51,17 @@ class Trainer:
 
     def __init__(self, config: GPT2Config, params: dict[str, np.ndarray], options):
         self.model = GPT2LMHeadModel.from_params(config, params)
-        self.optimizer = make_optimizer(self.model, options.learning_rate, options.weight_decay,
-                                        *options.betas)
+        b1, b2 = options.betas
+        # inject_hyperparams makes the learning rate optimizer state, set before each step.
+        adamw = optax.inject_hyperparams(optax.adamw)(
+            learning_rate=options.learning_rate, b1=b1, b2=b2, weight_decay=options.weight_decay)
+        self.optimizer = nnx.Optimizer(self.model, adamw, wrt=nnx.Param)
         self.seed, self.step = options.seed, 0
         self.dropout = options.dropout
 
-    def train_step(self, ids: np.ndarray) -> float:
+    def train_step(self, ids: np.ndarray, learning_rate: float) -> float:
+        self.optimizer.opt_state.hyperparams["learning_rate"].value = jnp.asarray(
+            learning_rate, jnp.float32)
         self.model.train() if self.dropout else self.model.eval()
         nnx.reseed(self.model, dropout=self.seed * 1_000_003 + self.step)
         ids = jnp.asarray(ids, jnp.int32)

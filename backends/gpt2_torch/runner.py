@@ -58,7 +58,9 @@ class Trainer:
                                            betas=options.betas, weight_decay=options.weight_decay)
         self.seed, self.step, self.dropout = options.seed, 0, options.dropout
 
-    def train_step(self, ids: np.ndarray) -> float:
+    def train_step(self, ids: np.ndarray, learning_rate: float) -> float:
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
         self.model.train(self.dropout)
         torch.manual_seed(self.seed * 1_000_003 + self.step)
         ids_t = torch.as_tensor(ids, dtype=torch.long)
@@ -67,7 +69,7 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         self.step += 1
-        return float(loss)
+        return float(loss.detach())
 
     def eval_loss(self, ids: np.ndarray) -> tuple[float, int]:
         self.model.eval()

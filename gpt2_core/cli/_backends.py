@@ -12,7 +12,8 @@ for, so `gpt2 generate --backend flax` never loads torch or TensorFlow.
     trainer(config, params, options: TrainOptions) -> Trainer
 
     class Trainer:
-        train_step(ids: np.ndarray) -> float        # one AdamW step on (B, T) windows; the loss
+        train_step(ids: np.ndarray, learning_rate: float) -> float
+                                                    # one AdamW step on (B, T) windows; the loss
         eval_loss(ids: np.ndarray) -> tuple[float, int]  # summed loss and target count, no update
         params() -> dict[str, np.ndarray]           # canonical names (gpt2_core.layout)
         optimizer_state() -> dict[str, np.ndarray]
@@ -44,7 +45,7 @@ class GenerateOptions:
 
 @dataclasses.dataclass(frozen=True)
 class TrainOptions:
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # the peak; the driver passes each step's rate to train_step
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     seed: int = 0

@@ -66,6 +66,15 @@ def _initial_model(args, tok) -> tuple[GPT2Config, dict[str, np.ndarray]]:
     return config, init_params(config, seed=args.seed)
 
 
+def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warmup to `peak`, then cosine decay to peak / 10 at `total` (nanoGPT's schedule).
+    A function of the step alone, so a resumed run continues the same curve."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return peak * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
 def unigram_baseline(train: np.ndarray, val: np.ndarray, vocab_size: int) -> float:
     """Held-out loss (nats/token) of add-one-smoothed unigram frequencies from the training
     windows: the floor a model must beat to have learned anything beyond token counts. Scored
@@ -151,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
             epoch, i = divmod(step, steps_per_epoch)
             order = np.random.default_rng([args.seed, epoch]).permutation(len(train))
             batch = train[order[i * args.batch_size:(i + 1) * args.batch_size]]
-            loss = trainer.train_step(batch)
+            lr = learning_rate(step, total, args.lr, args.warmup_steps)
+            loss = trainer.train_step(batch, lr)
             state["step"] = step + 1
             state["train_loss"].append([state["step"], loss])
             progress.update(1, f"loss {loss:.3f}")
