@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "core", "tokenizer", "torch", "keras", "flax", "conformance", "wheel"]
+nox.options.sessions = ["lint", "core", "tokenizer", "torch", "keras", "flax", "conformance", "cli",
+                        "wheel"]
 nox.options.error_on_missing_interpreters = True
 
 PYTEST = ("python", "-m", "pytest", "-q", "-p", "no:cacheprovider")
@@ -52,6 +53,12 @@ def flax(session: nox.Session) -> None:
 @nox.session(python=False)
 def conformance(session: nox.Session) -> None:
     session.run(*PYTEST, "tests/conformance", *session.posargs)
+
+
+@nox.session(python=False)
+def cli(session: nox.Session) -> None:
+    """The `gpt2` command; each call runs in its own process, one backend at a time."""
+    session.run(*PYTEST, "tests/cli", *session.posargs)
 
 
 @nox.session(python=False)
