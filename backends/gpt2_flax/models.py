@@ -213,8 +213,17 @@ class GPT2LMHeadModel(_GPT2Base):
     def logits(self, x: Array) -> Array:
         """(..., C) -> (..., V): the tied `wte` matmul, or `lm_head`."""
         if self.config.tie_word_embeddings:
-            return x @ self.transformer.wte.embedding[...].astype(x.dtype).T
+            # contract with wte's C axis directly: `x @ wte.T` makes XLA CPU copy the
+            # transposed (C, V) table (154 MB for GPT-2) on every decode step
+            wte = self.transformer.wte.embedding[...].astype(x.dtype)
+            return jnp.einsum("...c,vc->...v", x, wte)  # (..., V)
         return self.lm_head(x)
+
+    def head_matrix(self) -> Array:
+        """The LM head as a (C, V) [in, out] matrix (the transposed `wte` when tied)."""
+        if self.config.tie_word_embeddings:
+            return self.transformer.wte.embedding[...].T
+        return self.lm_head.kernel[...]
 
     def __call__(self, input_ids, attention_mask=None, *, position_ids=None, token_type_ids=None,
                  past_key_values=None, labels=None, head_mask=None, use_cache: bool = True,
