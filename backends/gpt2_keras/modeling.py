@@ -222,7 +222,9 @@ class GPT2PreTrainedModel(keras.Model):
 def _lm_logits(model, x):
     """(..., C) -> (..., V) float32: the tied `wte` or the untied `lm_head`."""
     if model.lm_head is None:
-        logits = ops.matmul(x, ops.transpose(ops.cast(model.transformer.wte.weight, x.dtype)))
+        # contract against wte's rows directly: an explicit transpose of the (V, C) table can
+        # be materialised on every decode step
+        logits = ops.einsum("...c,vc->...v", x, ops.cast(model.transformer.wte.weight, x.dtype))
     else:
         logits = model.lm_head(x)
     return ops.cast(logits, "float32")
