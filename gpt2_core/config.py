@@ -113,8 +113,14 @@ class GPT2Config:
         # Legacy checkpoints carry `n_ctx` (== n_positions); it stays in `extra` for round trips.
         if "n_positions" not in data and "n_ctx" in data:
             kwargs["n_positions"] = data["n_ctx"]
+        extra.pop("model_type", None)
         if "id2label" in data:
             kwargs["num_labels"] = len(data["id2label"])
+            # Default label maps are derived from num_labels; only custom ones stay in `extra`.
+            if data["id2label"] == _default_id2label(len(data["id2label"])):
+                extra.pop("id2label")
+                if data.get("label2id") == _default_label2id(len(data["id2label"])):
+                    extra.pop("label2id", None)
         elif "num_labels" in data:
             kwargs["num_labels"] = data["num_labels"]
             extra.pop("num_labels", None)
@@ -129,8 +135,8 @@ class GPT2Config:
                 continue
             data[f.name] = getattr(self, f.name)
         if "id2label" not in self.extra:
-            data["id2label"] = {str(i): f"LABEL_{i}" for i in range(self.num_labels)}
-            data["label2id"] = {f"LABEL_{i}": i for i in range(self.num_labels)}
+            data["id2label"] = _default_id2label(self.num_labels)
+            data["label2id"] = _default_label2id(self.num_labels)
         data.update(self.extra)
         return data
 
@@ -180,6 +186,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpt2-xl": dict(n_embd=1600, n_layer=48, n_head=25),
     "distilgpt2": dict(n_embd=768, n_layer=6, n_head=12),
 }
+
+
+def _default_id2label(n: int) -> dict[str, str]:
+    return {str(i): f"LABEL_{i}" for i in range(n)}
+
+
+def _default_label2id(n: int) -> dict[str, int]:
+    return {f"LABEL_{i}": i for i in range(n)}
 
 
 def _positive_int(c: GPT2Config, name: str) -> str | None:

@@ -19,16 +19,30 @@ FILTER_VALUE = -np.inf
 """Score of a token removed by top-k/top-p/no-repeat-ngram/min-new-tokens."""
 
 
-def repetition_penalty(scores: np.ndarray, input_ids: np.ndarray, penalty: float) -> np.ndarray:
+def repetition_penalty(scores: np.ndarray, input_ids: np.ndarray, penalty: float,
+                       ignore_lengths: np.ndarray | int | None = None) -> np.ndarray:
     """CTRL's penalty (Keskar et al. 2019): each token already in the row has its score divided
-    by `penalty` when positive, multiplied when negative."""
+    by `penalty` when positive, multiplied when negative.
+
+    `ignore_lengths` (an int, or (B,) ints) skips that many leading positions of each row: a
+    left-padded prompt's padding, which transformers' `generate` leaves out (it passes the
+    index of the first attended position, `attention_mask.argmax(-1)`).
+    """
     if penalty <= 0:
         raise ValueError(f"`repetition_penalty` must be > 0. Received: {penalty}.")
     scores = scores.copy()
-    rows = np.arange(scores.shape[0])[:, None]
-    picked = scores[rows, input_ids]
-    scores[rows, input_ids] = np.where(picked < 0, picked * penalty, picked / penalty)
+    B, S = input_ids.shape
+    skip = np.zeros(B, np.int64) if ignore_lengths is None else np.broadcast_to(ignore_lengths, (B,))
+    for b in range(B):
+        ids = np.unique(input_ids[b, skip[b]:])
+        picked = scores[b, ids]
+        scores[b, ids] = np.where(picked < 0, picked * penalty, picked / penalty)
     return scores
+
+
+def left_padding_lengths(attention_mask: np.ndarray) -> np.ndarray:
+    """(B,) index of each row's first attended position: its left padding."""
+    return (np.asarray(attention_mask) != 0).argmax(-1)
 
 
 def banned_ngram_tokens(row: Sequence[int], n: int) -> list[int]:
@@ -119,11 +133,13 @@ class SamplingConfig:
 
 
 def process(scores: np.ndarray, input_ids: np.ndarray, cfg: SamplingConfig, new_tokens: int,
-            eos_token_ids: Sequence[int]) -> np.ndarray:
+            eos_token_ids: Sequence[int], attention_mask: np.ndarray | None = None) -> np.ndarray:
     """Apply every configured processor in Hugging Face's order. Warpers (temperature, top-k,
-    top-p) apply only when `cfg.do_sample`."""
+    top-p) apply only when `cfg.do_sample`. With `attention_mask` (B, S), left padding is left
+    out of the repetition penalty (as transformers' `generate`)."""
     if cfg.repetition_penalty is not None and cfg.repetition_penalty != 1.0:
-        scores = repetition_penalty(scores, input_ids, cfg.repetition_penalty)
+        skip = None if attention_mask is None else left_padding_lengths(attention_mask)
+        scores = repetition_penalty(scores, input_ids, cfg.repetition_penalty, skip)
     if cfg.no_repeat_ngram_size:
         scores = no_repeat_ngram(scores, input_ids, cfg.no_repeat_ngram_size)
     if cfg.min_new_tokens:

@@ -36,6 +36,15 @@ def test_hub_config_round_trip_keeps_legacy_and_unknown_keys(tmp_path):
     assert GPT2Config.from_json(tmp_path / "out.json") == GPT2Config.from_dict(written)
 
 
+@pytest.mark.parametrize("config", [
+    GPT2Config(), GPT2Config(num_labels=5, n_inner=7, eos_token_id=[1, 2], extra={"architectures": ["X"]}),
+    GPT2Config(num_labels=2, extra={"id2label": {"0": "neg", "1": "pos"}, "label2id": {"neg": 0, "pos": 1}}),
+])
+def test_dict_round_trip_is_exact(config):
+    assert GPT2Config.from_dict(config.to_dict()) == config
+    assert GPT2Config.from_dict(json.loads(config.to_json_string())) == config
+
+
 def test_legacy_n_ctx_alone_sets_n_positions():
     data = {k: v for k, v in HUB_CONFIG.items() if k != "n_positions"}
     assert GPT2Config.from_dict({**data, "n_ctx": 512}).n_positions == 512

@@ -38,6 +38,20 @@ def test_repetition_penalty(penalty):
          hf(gen.RepetitionPenaltyLogitsProcessor(penalty), s, ids))
 
 
+def test_repetition_penalty_skips_left_padding_like_transformers():
+    s, ids = scores_and_ids(7)
+    mask = np.ones_like(ids)
+    mask[0, :3] = 0
+    mask[2, :5] = 0
+    skip = sampling.left_padding_lengths(mask)
+    twin = gen.RepetitionPenaltyLogitsProcessor(1.5, prompt_ignore_length=torch.tensor(skip))
+    ours = sampling.repetition_penalty(s, ids, 1.5, skip)
+    same(ours, hf(twin, s, ids))
+    assert not np.allclose(ours, sampling.repetition_penalty(s, ids, 1.5))
+    cfg = sampling.SamplingConfig(repetition_penalty=1.5)
+    same(sampling.process(s, ids, cfg, 0, [0], attention_mask=mask), ours)
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 12])
 def test_no_repeat_ngram(n):
     s, ids = scores_and_ids(1)
