@@ -175,13 +175,7 @@ def bench(args: argparse.Namespace) -> int:
             "`gpt2 bench` runs the scripts under bench/ of a source checkout, which this "
             f"installation lacks (looked in {bench_dir!r}). Clone the repository and install it "
             "with `pip install -e .`.")
-    names = args.names or ["tokenizer", "torch", "keras", "flax"]
-    status = 0
-    for name in names:
-        script = os.path.join(bench_dir, f"bench_{name}.py")
-        if not os.path.isfile(script):
-            raise ValueError(f"Unknown benchmark {name!r}. Expected one of "
-                             f"{sorted(f[6:-3] for f in os.listdir(bench_dir) if f.startswith('bench_'))}.")
-        cmd = [sys.executable, script] + (["--quick"] if args.quick else [])
-        status = subprocess.call(cmd) or status
-    return status
+    cmd = [sys.executable, os.path.join(bench_dir, "run_all.py"), *args.names]
+    if args.quick:
+        cmd.append("--quick")
+    return subprocess.call(cmd)

@@ -1,0 +1,40 @@
+"""One way for every benchmark to report: a printed table of ratios, and (when `run_all.py`
+asks through $GPT2_BENCH_JSON) the same rows as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def emit(suite: str, ours: str, peer: str, rows: list[tuple[str, float, float, float]],
+         notes: str = "", higher_is_better: bool = True) -> None:
+    """Print `rows` of (measure, ours, peer, target ratio) and append them to $GPT2_BENCH_JSON.
+
+    The ratio is ours / peer when higher is better (throughput), peer / ours otherwise.
+    """
+    print(f"\n{suite}  ({machine()})" + (f"\n{notes}" if notes else ""))
+    print(f"{'measure':46s} {ours:>14s} {peer:>14s} {'ratio':>7s} {'target':>7s}")
+    records = []
+    for name, a, b, target in rows:
+        ratio = (a / b if higher_is_better else b / a) if a and b else float("nan")
+        flag = "ok" if ratio >= target else "MISS"
+        print(f"{name:46s} {a:14.2f} {b:14.2f} {ratio:7.2f} {target:>6.2f}x {flag}")
+        records.append({"suite": suite, "measure": name, "ours": a, "peer": b, "ours_name": ours,
+                        "peer_name": peer, "ratio": ratio, "target": target, "notes": notes})
+    path = os.environ.get("GPT2_BENCH_JSON")
+    if path:
+        existing = json.load(open(path)) if os.path.exists(path) else []
+        with open(path, "w") as f:
+            json.dump(existing + records, f, indent=1)
