@@ -90,3 +90,31 @@ def test_property_round_trip_and_oracles(tok, tiktoken_enc, hf_tokenizers, text)
     assert "".join(pretokenize(text)) == text
     assert ours == tiktoken_enc.encode_ordinary(text)
     assert ours == hf_tokenizers.encode(text, add_special_tokens=False).ids
+
+
+@pytest.fixture(scope="module")
+def tiny_cache_bpe(tok):
+    # A cache bound of 8 fragments: most calls overflow it, so the clearing and the
+    # word-by-word fallback of `encode_ordinary` run as often as the batched fill.
+    return type(tok.bpe)(tok.encoder, tok.merges, whole_word_fast_path=True, max_cache_entries=8)
+
+
+def test_fragments_encoded_together_match_tiktoken(tok, tiktoken_enc):
+    # A fresh cache encodes all new fragments of a call in one regex pass; the hard strings
+    # joined in several ways put every kind of fragment next to every other.
+    fresh = type(tok.bpe)(tok.encoder, tok.merges, whole_word_fast_path=True)
+    long_fragment = "x" * 300 + "\n" + "é" * 300  # Longer than the cache keeps.
+    for text in (" ".join(ADVERSARIAL), "".join(ADVERSARIAL), "\n".join(ADVERSARIAL),
+                 " ".join(ADVERSARIAL[::-1]), f"a {long_fragment} b {long_fragment}"):
+        assert fresh.encode_ordinary(text) == tiktoken_enc.encode_ordinary(text)
+    assert all(len(f) <= 256 for f in fresh._piece_cache)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(
+    st.lists(_INTERESTING, max_size=12).map("".join),
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=20),
+), max_size=12).map(" ".join))
+def test_property_small_cache_matches_tiktoken(tiny_cache_bpe, tiktoken_enc, text):
+    assert tiny_cache_bpe.encode_ordinary(text) == tiktoken_enc.encode_ordinary(text)
+    assert len(tiny_cache_bpe._piece_cache) <= 8
