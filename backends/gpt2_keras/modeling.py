@@ -222,9 +222,13 @@ class GPT2PreTrainedModel(keras.Model):
 def _lm_logits(model, x):
     """(..., C) -> (..., V) float32: the tied `wte` or the untied `lm_head`."""
     if model.lm_head is None:
-        # contract against wte's rows directly: an explicit transpose of the (V, C) table can
-        # be materialised on every decode step
-        logits = ops.einsum("...c,vc->...v", x, ops.cast(model.transformer.wte.weight, x.dtype))
+        # Contract against wte's rows directly (an explicit transpose of the (V, C) table can be
+        # materialised on every decode step), on 2-D operands: TensorFlow's gradient of an
+        # ellipsis einsum builds a (..., V, C) product (50 GB for GPT-2 small at 4 x 256).
+        lead = ops.shape(x)[:-1]
+        x2 = ops.reshape(x, (-1, ops.shape(x)[-1]))  # (N, C)
+        logits = ops.einsum("nc,vc->nv", x2, ops.cast(model.transformer.wte.weight, x.dtype))
+        logits = ops.reshape(logits, tuple(lead) + (model.config.vocab_size,))
     else:
         logits = model.lm_head(x)
     return ops.cast(logits, "float32")

@@ -62,3 +62,23 @@ def test_xla_generate_matches_transformers_and_does_not_retrace(tmp_path):
     assert ours._generate_traces == 1
     ours.generate(rng.integers(1, 100, (2, 40)).astype(np.int32), max_new_tokens=10)
     assert ours._generate_traces == 2  # a new prompt bucket compiles once more
+
+
+def test_tied_head_gradient_builds_no_vocab_by_embedding_product():
+    """TensorFlow differentiates an ellipsis einsum through a (..., V, C) product: for GPT-2
+    small at 4 x 256 tokens that is a 50 GB tensor and `fit` runs out of memory."""
+    config = CONFIGS["base"]  # vocab 101, n_embd 32: sizes no other tensor has
+    model = GPT2LMHeadModel.from_params(config, gpt2_core.random_params(config, seed=0))
+    ids = tf.constant(np.random.default_rng(0).integers(0, 100, (2, 7)), tf.int32)
+
+    @tf.function
+    def grads(ids):
+        with tf.GradientTape() as tape:
+            loss = model({"input_ids": ids, "labels": ids})["loss"]
+        return tape.gradient(loss, model.trainable_variables)
+
+    graph = grads.get_concrete_function(ids).graph
+    big = [(op.name, out.shape) for op in graph.get_operations() for out in op.outputs
+           if out.shape.rank is not None and out.shape.rank >= 3
+           and {config.vocab_size, config.n_embd} <= set(out.shape.as_list())]
+    assert not big, big
