@@ -23,6 +23,7 @@ from keras import ops
 from gpt2_core import sampling
 from gpt2_core.sampling import SamplingConfig
 from gpt2_keras import processors
+from gpt2_keras.transformer import empty_cache
 
 PROMPT_BUCKET = 32
 LENGTH_BUCKET = 64
@@ -86,12 +87,13 @@ def decode_loop(model, spec: DecodeSpec, prompt, mask, start, stop, seed):
     B, P_b = ops.shape(prompt)[0], ops.shape(prompt)[1]
     S = ops.shape(mask)[1]
     tokens = ops.concatenate([prompt, ops.full((B, S - P_b), spec.pad, "int32")], axis=1)
-    cache = ops.zeros((c.n_layer, 2, B, c.n_head, S, c.head_dim), model.transformer.compute_dtype)
+    cache = empty_cache(c, B, S, model.transformer.compute_dtype)
     out = model.transformer(prompt, attention_mask=mask, cache=cache, cache_index=0)
     logits, cache = _last_logits(model, out["last_hidden_state"]), out["past_key_values"]
     # transformers (5.x) leaves the left padding out of the repetition penalty
     seen = processors.mark_seen(ops.zeros((B, c.vocab_size), "bool"), prompt, mask[:, :P_b] != 0)
     eos = ops.array(spec.eos or (-1,), "int32")
+    track_seen = spec.cfg.repetition_penalty is not None and spec.cfg.repetition_penalty != 1.0
 
     def cond(cur, tokens, mask, cache, logits, done, seen):
         return ops.logical_and(cur < stop, ops.logical_not(ops.all(done)))
@@ -104,7 +106,8 @@ def decode_loop(model, spec: DecodeSpec, prompt, mask, start, stop, seed):
         tokens = ops.slice_update(tokens, [0, cur], tok[:, None])
         mask = ops.slice_update(mask, [0, cur], ops.ones((B, 1), "int32"))
         done = ops.logical_or(done, ops.any(tok[:, None] == eos[None, :], axis=-1))
-        seen = processors.mark_seen(seen, tok[:, None], ops.ones((B, 1), "bool"))
+        if track_seen:  # only the repetition penalty reads `seen`
+            seen = processors.mark_seen(seen, tok[:, None], ops.ones((B, 1), "bool"))
         out = model.transformer(tok[:, None], attention_mask=mask, cache=cache, cache_index=cur)
         return (cur + 1, tokens, mask, out["past_key_values"],
                 _last_logits(model, out["last_hidden_state"]), done, seen)
@@ -166,7 +169,8 @@ def _beam_step(model):
     if "beam_step" not in fns:
         def step(tok, mask, cache, index, beam_idx):
             model._generate_traces = getattr(model, "_generate_traces", 0) + 1
-            cache = ops.take(cache, beam_idx, axis=2)
+            cache = tuple((ops.take(k, beam_idx, axis=0), ops.take(v, beam_idx, axis=0))
+                          for k, v in cache)
             out = model.transformer(tok, attention_mask=mask, cache=cache, cache_index=index)
             return _last_logits(model, out["last_hidden_state"]), out["past_key_values"]
 
@@ -233,8 +237,7 @@ def beam_search(model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, n
                                         max_new_tokens, pad)
     P_b = prompt.shape[1]
     c = model.config
-    cache = ops.zeros((c.n_layer, 2, B * nb, c.n_head, mask_buf.shape[1], c.head_dim),
-                      model.transformer.compute_dtype)
+    cache = empty_cache(c, B * nb, mask_buf.shape[1], model.transformer.compute_dtype)
     step = _beam_step(model)
     identity = ops.arange(B * nb, dtype="int32")
     logits, cache = step(ops.convert_to_tensor(prompt), ops.convert_to_tensor(mask_buf), cache,

@@ -119,8 +119,9 @@ def merge_heads(x):
 class Attention(keras.layers.Layer):
     """Causal self-attention with a fused `c_attn`.
 
-    The cache is either a growing `(key, value)` pair (the Hugging Face-shaped surface) or a
-    preallocated buffer `(2, B, nh, S_max, hs)` written at `cache_index` (compiled generation).
+    The cache is either a growing `(key, value)` pair (the Hugging Face-shaped surface) or this
+    layer's preallocated `(key, value)` buffers, each (B, nh, S_max, hs), written at
+    `cache_index` (compiled generation).
     """
 
     def __init__(self, config: GPT2Config, layer_idx: int, name: str | None = None, dtype=None):
@@ -139,17 +140,20 @@ class Attention(keras.layers.Layer):
     def call(self, x, allowed, layer_past=None, cache=None, cache_index=None, head_mask=None,
              training=None):
         """Shapes: x (B, T, C), allowed (B, 1, T, S) bool -> y (B, T, C), present, probs
-        (B, nh, T, S). With `cache` (L, 2, B, nh, S_max, hs), the new keys/values are written in
-        place at `cache_index` and `present` is the whole updated cache."""
+        (B, nh, T, S). With `cache` (this layer's key and value buffers, each
+        (B, nh, S_max, hs)), the new keys/values are written at `cache_index` and `present` is
+        the updated pair."""
         q, k, v = ops.split(self.c_attn(x), 3, axis=-1)  # 3 x (B, T, C)
         q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))  # (B, nh, T, hs)
         if cache is not None:
-            kv = ops.cast(ops.stack([k, v])[None], cache.dtype)  # (1, 2, B, nh, T, hs)
+            # One buffer per layer and per k/v: an update-slice on a loop-carried buffer is done
+            # in place by XLA, while slicing a layer out of one stacked (L, 2, ...) cache after
+            # each update made it copy the whole cache on every layer of every step.
             zero = ops.zeros((), "int32")
-            start = [ops.convert_to_tensor(self.layer_idx, "int32"), zero, zero, zero,
-                     ops.cast(cache_index, "int32"), zero]
-            cache = ops.slice_update(cache, start, kv)
-            k, v, present = cache[self.layer_idx, 0], cache[self.layer_idx, 1], cache
+            start = [zero, zero, ops.cast(cache_index, "int32"), zero]
+            k = ops.slice_update(cache[0], start, ops.cast(k, cache[0].dtype))  # (B, nh, S_max, hs)
+            v = ops.slice_update(cache[1], start, ops.cast(v, cache[1].dtype))
+            present = (k, v)
         else:
             if layer_past is not None:
                 k = ops.concatenate([ops.cast(layer_past[0], k.dtype), k], axis=2)  # (B, nh, S, hs)

@@ -34,6 +34,12 @@ def attention_allowed(past_len, T, S, attention_mask):
     return allowed
 
 
+def empty_cache(config: GPT2Config, B, S: int, dtype) -> tuple:
+    """Zeroed per-layer `(key, value)` buffers, each (B, nh, S, hs), for compiled decoding."""
+    shape = (B, config.n_head, S, config.head_dim)
+    return tuple((ops.zeros(shape, dtype), ops.zeros(shape, dtype)) for _ in range(config.n_layer))
+
+
 class GPT2Transformer(keras.layers.Layer):
     """Token + position embeddings, `n_layer` blocks and the final LayerNorm.
 
@@ -56,12 +62,13 @@ class GPT2Transformer(keras.layers.Layer):
              past_key_values=None, head_mask=None, cache=None, cache_index=None,
              use_cache=False, output_hidden_states=False, output_attentions=False, training=None):
         """Either `past_key_values` (per-layer `(key, value)`, each (B, nh, S_past, hs), grown by
-        concatenation) or a preallocated `cache` (L, 2, B, nh, S_max, hs) written at
-        `cache_index` with `attention_mask` (B, S_max) covering the whole buffer."""
+        concatenation) or a preallocated `cache` (per-layer `(key, value)` buffers, each
+        (B, nh, S_max, hs); see `empty_cache`) written at `cache_index`, with `attention_mask`
+        (B, S_max) covering the whole buffer."""
         input_ids = ops.cast(input_ids, "int32")
         B, T = ops.shape(input_ids)[0], ops.shape(input_ids)[1]
         if cache is not None:
-            past_len, S = cache_index, ops.shape(cache)[4]
+            past_len, S = cache_index, ops.shape(cache[0][0])[2]
         else:
             past_len = 0 if past_key_values is None else ops.shape(past_key_values[0][0])[2]
             S = past_len + T
@@ -76,19 +83,17 @@ class GPT2Transformer(keras.layers.Layer):
         for i, block in enumerate(self.h):
             layer_past = None if past_key_values is None else past_key_values[i]
             hm = None if head_mask is None else head_mask[i]
-            x, present, probs = block(x, allowed, layer_past=layer_past, cache=cache,
+            layer_cache = None if cache is None else cache[i]
+            x, present, probs = block(x, allowed, layer_past=layer_past, cache=layer_cache,
                                       cache_index=cache_index, head_mask=hm, training=training)
-            if cache is not None:
-                cache = present
-            else:
-                presents.append(present)
+            presents.append(present)
             attentions.append(probs)
             hidden.append(x)
         x = self.ln_f(x)
         hidden[-1] = x
         return {
             "last_hidden_state": x,
-            "past_key_values": cache if cache is not None else (tuple(presents) if use_cache else None),
+            "past_key_values": tuple(presents) if use_cache or cache is not None else None,
             "hidden_states": tuple(hidden) if output_hidden_states else None,
             "attentions": tuple(attentions) if output_attentions else None,
         }
