@@ -99,13 +99,13 @@ def tiny_cache_bpe(tok):
     return type(tok.bpe)(tok.encoder, tok.merges, whole_word_fast_path=True, max_cache_entries=8)
 
 
-def test_fragments_encoded_together_match_tiktoken(tok, tiktoken_enc):
-    # A fresh cache encodes all new fragments of a call in one regex pass; the hard strings
-    # joined in several ways put every kind of fragment next to every other.
+def test_fresh_caches_on_joined_hard_strings_match_tiktoken(tok, tiktoken_enc):
+    # The hard strings joined in several ways put every kind of cached piece next to every
+    # other, starting from empty caches.
     fresh = type(tok.bpe)(tok.encoder, tok.merges, whole_word_fast_path=True)
-    long_fragment = "x" * 300 + "\n" + "é" * 300  # Longer than the cache keeps.
+    long_piece = "x" * 300 + "\n" + "é" * 300  # Longer than the cache keeps.
     for text in (" ".join(ADVERSARIAL), "".join(ADVERSARIAL), "\n".join(ADVERSARIAL),
-                 " ".join(ADVERSARIAL[::-1]), f"a {long_fragment} b {long_fragment}"):
+                 " ".join(ADVERSARIAL[::-1]), f"a {long_piece} b {long_piece}"):
         assert fresh.encode_ordinary(text) == tiktoken_enc.encode_ordinary(text)
     assert all(len(f) <= 256 for f in fresh._piece_cache)
 

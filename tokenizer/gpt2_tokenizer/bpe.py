@@ -1,23 +1,19 @@
 """Byte-level BPE as GPT-2 defines it: byte-to-unicode table, rank-ordered merges, word caches.
 
-`BytePairEncoding.encode_ordinary` is the hot path. Text is cut into fragments
-(`pretokenizer.split_fragments`); each maps to a tuple of ids through a bounded fragment cache,
-so a warm encode is one C-level `map` over the fragments. The misses of one call are encoded
-together: joined into one string, pre-tokenized by one regex call, looked up word by word in
-the word cache (whose `__missing__` runs the merge loop), and cut back into fragments by
-character offsets, all in C-level iterators rather than one Python call per fragment.
+`BytePairEncoding.encode_ordinary` is the hot path. Text is cut into pieces
+(`pretokenize.split_pieces`), each piece maps to a tuple of ids through a bounded cache, and
+only cache misses run the regex and the merge loop. Both caches are plain dicts whose
+`__missing__` computes the entry, so a warm encode is one C-level `map` over the pieces.
 """
 
 from __future__ import annotations
 
 import functools
 import heapq
-from collections.abc import Iterable, Mapping, Sequence, Sized
-from itertools import chain, islice, repeat
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain, repeat
 
-import numpy as np
-
-from gpt2_tokenizer.pretokenizer import pretokenize, split_fragments
+from gpt2_tokenizer.pretokenizer import pretokenize, split_pieces
 
 __all__ = ["CACHE_MAX_ENTRIES", "BytePairEncoding", "bytes_to_unicode"]
 
@@ -55,10 +51,6 @@ def bytes_to_unicode() -> dict[int, str]:
             table[b] = chr(256 + extra)
             extra += 1
     return dict(sorted(table.items()))
-
-
-def _cumsum_of_lengths(items: Sequence[Sized]) -> np.ndarray:
-    return np.cumsum(np.fromiter(map(len, items), dtype=np.int64, count=len(items)))
 
 
 class _BoundedCache(dict):  # type: ignore[type-arg]
@@ -108,78 +100,20 @@ class BytePairEncoding:
             self.id_to_bytes[i] = bytes(byte_decoder[c] for c in token if c in byte_decoder)
         # Latin-1 decoding turns each UTF-8 byte into one code point; translate renames them.
         self._byte_table = {b: ord(c) for b, c in bytes_to_unicode().items()}
-        self._max_cache_entries = max_cache_entries
         self._word_cache = _BoundedCache(self._encode_word, max_cache_entries)
-        # Fragment f -> ids of " " + f (see `pretokenizer.split_fragments`).
-        self._piece_cache: dict[str, tuple[int, ...]] = {}
+        self._piece_cache = _BoundedCache(self._encode_piece, max_cache_entries)
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encodes text with no special-token handling. `text` must be a `str` (not checked)."""
-        fragments = split_fragments(text)
-        head = self._encode_words(fragments[0]) if fragments[0] else []
-        head_len = len(head)
-        lookup = self._piece_cache.__getitem__
-        try:
-            head.extend(chain.from_iterable(map(lookup, islice(fragments, 1, None))))
-            return head
-        except KeyError:
-            del head[head_len:]
-        uncached = self._add_fragments(fragments)
-        if uncached is None:  # Too many new fragments to cache: encode word by word.
-            return self._encode_words(text)
-        head.extend(chain.from_iterable(map(lookup, islice(fragments, 1, None))))
-        for fragment in uncached:
-            del self._piece_cache[fragment]
-        return head
+        return list(chain.from_iterable(map(self._piece_cache.__getitem__, split_pieces(text))))
 
     def clear_cache(self) -> None:
-        """Empties the word and fragment caches (for cold-cache timings or to free memory)."""
+        """Empties the word and piece caches (for cold-cache timings or to free memory)."""
         self._word_cache.clear()
         self._piece_cache.clear()
 
-    def _encode_words(self, text: str) -> list[int]:
-        """Pre-tokenizes `text` and looks each word up (no fragment cache)."""
-        return list(chain.from_iterable(map(self._word_cache.__getitem__, pretokenize(text))))
-
-    def _add_fragments(self, fragments: list[str]) -> list[str] | None:
-        """Caches every fragment after the first that is not cached yet, all in one pass.
-
-        Returns:
-            The fragments too long to keep (the caller drops them after use), or None when the
-            new fragments alone exceed the cache bound (nothing is added).
-        """
-        cache = self._piece_cache
-        new = set(islice(fragments, 1, None))
-        missing = list(new.difference(cache))
-        if len(cache) + len(missing) > self._max_cache_entries:
-            if len(new) > self._max_cache_entries:
-                return None
-            cache.clear()
-            missing = list(new)
-        # ASCII fragments apart: one non-ASCII character would slow the regex for all of them.
-        ascii_ones = list(filter(str.isascii, missing))
-        if len(ascii_ones) < len(missing):
-            ascii_set = set(ascii_ones)
-            self._encode_fragments([f for f in missing if f not in ascii_set])
-        self._encode_fragments(ascii_ones)
-        return [f for f in missing if len(f) > _CACHE_MAX_KEY_CHARS]
-
-    def _encode_fragments(self, fragments: list[str]) -> None:
-        """Adds `fragments` to the fragment cache, pre-tokenizing them in one regex call."""
-        if not fragments:
-            return
-        words = pretokenize(" " + " ".join(fragments))
-        word_ids = list(map(self._word_cache.__getitem__, words))
-        # Every fragment end is a word end: find it among the word ends (in characters) and
-        # take the token count there. numpy: a dict from ends to counts costs 4x more.
-        word_ends = _cumsum_of_lengths(words)
-        token_ends = _cumsum_of_lengths(word_ids)
-        fragment_ends = _cumsum_of_lengths(fragments) + np.arange(1, len(fragments) + 1)  # spaces
-        ends = token_ends[np.searchsorted(word_ends, fragment_ends)].tolist()
-        flat = tuple(chain.from_iterable(word_ids))
-        self._piece_cache.update(
-            zip(fragments, map(flat.__getitem__, map(slice, [0, *ends[:-1]], ends)))
-        )
+    def _encode_piece(self, piece: str) -> tuple[int, ...]:
+        return tuple(chain.from_iterable(map(self._word_cache.__getitem__, pretokenize(piece))))
 
     def _encode_word(self, word: str) -> tuple[int, ...]:
         symbols = word.encode("utf-8").decode("latin-1").translate(self._byte_table)

@@ -9,13 +9,9 @@ give identical splits and are picked per piece of text for speed:
   version and Unicode 16.0: explicit Unicode 16.0 classes (slow, rarely needed). tiktoken and
   Hugging Face `tokenizers` both classify by Unicode 16.0, so ids stay identical to theirs.
 
-`split_fragments` cuts text at each space that precedes a non-whitespace character, dropping
-that space: `text == " ".join(fragments)`. A pre-token never holds a non-whitespace character
-followed by a space, so none crosses the cut; and whatever precedes the cut pre-tokenizes the
-same whether " x" or the end of the text follows it (a trailing whitespace run is one pre-token
-either way, as `\\s+(?!\\S)` backs off exactly the last space). So " " + fragment pre-tokenizes
-exactly as in context, can be cached as a unit, and many fragments joined as
-`" " + " ".join(fragments)` pre-tokenize as each one alone, back to back.
+`split_pieces` cuts text at spaces that follow a non-whitespace character. No pre-token can
+cross such a cut and the regex's only lookahead, `(?!\\S)`, sees whitespace on both sides of it,
+so each piece pre-tokenizes exactly as in context and can be cached as a unit.
 """
 
 from __future__ import annotations
@@ -29,9 +25,7 @@ import regex
 
 from gpt2_tokenizer import _unicode16
 
-__all__ = [
-    "PRETOKENIZE_PATTERN", "WHITESPACE_CLASS", "pretokenize", "split_fragments", "split_pieces"
-]
+__all__ = ["PRETOKENIZE_PATTERN", "WHITESPACE_CLASS", "pretokenize", "split_pieces"]
 
 PRETOKENIZE_PATTERN = (
     r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -49,9 +43,8 @@ _ASCII_RE = re.compile(
 )
 _UNICODE_RE = regex.compile(PRETOKENIZE_PATTERN)
 # The stdlib's `\s` is White_Space plus \x1c-\x1f (tested), so its `\S` only ever cuts
-# where the exact rule allows. A pattern that starts with a literal is searched for quickly
-# (about twice as fast as a zero-width split at a lookbehind).
-_SPLIT_RE = re.compile(r" (?=\S)")
+# where the exact rule allows; it is about 25% faster than an explicit class here.
+_SPLIT_RE = re.compile(r"(?<=\S)(?= )")
 
 
 def _ranges_to_class(ranges: str) -> str:
@@ -148,22 +141,10 @@ def pretokenize(text: str) -> list[str]:
     return _UNICODE_RE.findall(text)
 
 
-def split_fragments(text: str) -> list[str]:
-    """Cuts text at each space before non-whitespace, dropping it (see the module docstring).
+def split_pieces(text: str) -> list[str]:
+    """Cuts text before each space that follows non-whitespace (see the module docstring).
 
-    Every fragment but the first stands for " " + fragment; `" ".join` gives the text back.
-
-    >>> split_fragments("def f(x):\\n    return  x")
-    ['def', 'f(x):\\n   ', 'return ', 'x']
+    >>> split_pieces("def f(x):\\n    return x")
+    ['def', ' f(x):\\n    return', ' x']
     """
     return _SPLIT_RE.split(text)
-
-
-def split_pieces(text: str) -> list[str]:
-    """`split_fragments` with the spaces put back: pieces that concatenate to `text`.
-
-    >>> split_pieces("def f(x):\\n    return  x")
-    ['def', ' f(x):\\n   ', ' return ', ' x']
-    """
-    first, *rest = _SPLIT_RE.split(text)
-    return [first, *[" " + fragment for fragment in rest]]
