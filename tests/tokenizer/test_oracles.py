@@ -94,8 +94,7 @@ def test_property_round_trip_and_oracles(tok, tiktoken_enc, hf_tokenizers, text)
 
 @pytest.fixture(scope="module")
 def tiny_cache_bpe(tok):
-    # A cache bound of 8 fragments: most calls overflow it, so the clearing and the
-    # word-by-word fallback of `encode_ordinary` run as often as the batched fill.
+    # A bound of 8 entries: most calls overflow it, so the caches clear mid-call often.
     return type(tok.bpe)(tok.encoder, tok.merges, whole_word_fast_path=True, max_cache_entries=8)
 
 
