@@ -40,7 +40,11 @@ def main() -> None:
     gpt2_core.save_pretrained(path, config, gpt2_core.init_params(config, 0))
     model = GPT2LMHeadModel.from_pretrained(path)
     hf = transformers.GPT2LMHeadModel.from_pretrained(path, attn_implementation="eager").eval()
-    rows = []
+    print(f"{'case':<28}{'gpt2_flax':>12}{'transformers':>14}{'ratio':>8}{'compile s':>11}")
+
+    def report(name, ours, theirs, comp):  # row by row: a run cut short still shows its rows
+        print(f"{name:<28}{ours:>12.1f}{theirs:>14.1f}{ours / theirs:>7.2f}x{comp:>11.2f}",
+              flush=True)
     repeats = 1 if args.quick else 3
     new = 128
     for batch in ([1] if args.quick else [1, 8]):
@@ -58,8 +62,8 @@ def main() -> None:
             t_hf = best_of(lambda ids=ids: hf.generate(
                 torch.tensor(ids), max_new_tokens=new, min_new_tokens=new, do_sample=False,
                 pad_token_id=0), repeats)
-        rows.append((f"decode B={batch} (new tok/s)", batch * new / t_ours, batch * new / t_hf,
-                     compile_s))
+        report(f"decode B={batch} (new tok/s)", batch * new / t_ours, batch * new / t_hf,
+               compile_s)
     ids = np.random.default_rng(0).integers(0, config.vocab_size, (1, 128))
     # the public call (compiled once per shape by nnx.jit); full (1, 128, V) logits on both
     # sides. A jax.jit closure over `model` would bake 500 MB of weights in as constants.
@@ -71,10 +75,7 @@ def main() -> None:
     t_ours = best_of(lambda: forward(ids).block_until_ready(), repeats * 3)
     with torch.no_grad():
         t_hf = best_of(lambda: hf(torch.tensor(ids), use_cache=False), repeats * 3)
-    rows.append(("prefill 1x128 (tok/s)", 128 / t_ours, 128 / t_hf, compile_s))
-    print(f"{'case':<28}{'gpt2_flax':>12}{'transformers':>14}{'ratio':>8}{'compile s':>11}")
-    for name, ours, theirs, comp in rows:
-        print(f"{name:<28}{ours:>12.1f}{theirs:>14.1f}{ours / theirs:>7.2f}x{comp:>11.2f}")
+    report("prefill 1x128 (tok/s)", 128 / t_ours, 128 / t_hf, compile_s)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads. Shared machine: numbers are noisy.")
 
