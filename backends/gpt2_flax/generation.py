@@ -95,12 +95,15 @@ def _generate(graphdef, state, ids, key_mask, prompt_len, max_new, key, *, cfg: 
             token = jax.random.categorical(sub, scores, axis=-1).astype(jnp.int32)
         else:
             token = jnp.argmax(scores, axis=-1).astype(jnp.int32)
+        # Finished rows emit `pad` but feed the model id 0: `pad` defaults to the eos id, which
+        # may lie outside a small vocabulary (an out-of-range id embeds as NaN here).
+        feed = jnp.where(done, 0, token)
         token = jnp.where(done, pad, token)
         done = done | jnp.isin(token, eos_arr)
         seq = jax.lax.dynamic_update_slice(seq, token[:, None], (0, slot))
         key_mask = jax.lax.dynamic_update_slice(key_mask, jnp.ones((B, 1), key_mask.dtype),
                                                 (0, slot))
-        logits, cache = _decode_step(model, token, cache, key_mask, head)
+        logits, cache = _decode_step(model, feed, cache, key_mask, head)
         return step + 1, cache, seq, key_mask, done, key, logits
 
     carry = (jnp.zeros((), jnp.int32), cache, seq, key_mask, jnp.zeros((B,), bool), key, logits)
@@ -239,7 +242,7 @@ def generate(model, input_ids, attention_mask=None, *, max_new_tokens: int = 20,
     pad = pad if pad is not None else (eos[0] if eos else 0)
     B, T = ids.shape
     Tb, Nb = bucket(T), bucket(max_new_tokens)
-    padded = np.full((B, Tb), pad, np.int32)
+    padded = np.zeros((B, Tb), np.int32)  # bucket filler: masked, but must be a valid id
     padded[:, Tb - T:] = ids
     padded_mask = np.zeros((B, Tb), np.int32)
     padded_mask[:, Tb - T:] = mask

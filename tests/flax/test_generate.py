@@ -134,3 +134,18 @@ def test_bad_generate_arguments(models):
         model.generate(np.array([[1, 2]]), do_sample=True, top_p=1.5)
     with pytest.raises(ValueError, match="`max_new_tokens` must be a positive integer"):
         model.generate(np.array([[1, 2]]), max_new_tokens=0)
+
+
+def test_default_gpt2_eos_outside_a_small_vocabulary(tmp_path):
+    # GPT-2's eos (50256) lies outside this vocabulary; it is still the pad id of finished rows,
+    # and no out-of-range id may reach the embedding (JAX would not raise).
+    config = GPT2Config(vocab_size=96, n_positions=64, n_embd=32, n_layer=2, n_head=4)
+    path, _ = checkpoint(tmp_path, config, scale=0.5)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(path, attn_implementation="eager").eval()
+    ids = random_ids(config, (1, 5), seed=2)
+    with torch.no_grad():
+        want = hf.generate(torch.tensor(ids), do_sample=False, max_new_tokens=12,
+                           pad_token_id=50256).numpy()
+    got = GPT2LMHeadModel.from_pretrained(path).generate(ids, max_new_tokens=12)
+    np.testing.assert_array_equal(got, want)
+    assert (got[:, 5:] != 0).any()
