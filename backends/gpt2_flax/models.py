@@ -330,6 +330,8 @@ class GPT2DoubleHeadsModel(GPT2LMHeadModel):
         if extra["mc_labels"] is not None:
             mc_loss = cross_entropy(mc_logits.reshape(-1, mc_logits.shape[-1]),
                                     jnp.asarray(extra["mc_labels"]).reshape(-1))
+        if hidden is not None:  # (B, nc, T, C), like the logits (attentions stay per row)
+            hidden = tuple(h.reshape(B, nc, *h.shape[1:]) for h in hidden)
         return DoubleHeadsModelOutput(logits.reshape(B, nc, *logits.shape[1:]), mc_logits, None,
                                       hidden, attn, loss, mc_loss)
 

@@ -70,6 +70,12 @@ def test_double_heads(tmp_path):
     np.testing.assert_allclose(got.mc_logits, want.mc_logits.numpy(), atol=ATOL, rtol=0)
     assert float(got.loss) == pytest.approx(float(want.loss), abs=1e-5)
     assert float(got.mc_loss) == pytest.approx(float(want.mc_loss), abs=1e-5)
+    # hidden states keep the choices axis, like the logits (and the torch and Keras backends)
+    hidden = model(ids, mc_token_ids=mc_ids, output_hidden_states=True).hidden_states
+    with torch.no_grad():
+        want_last = hf(t(ids), mc_token_ids=t(mc_ids), output_hidden_states=True).hidden_states[-1]
+    assert len(hidden) == CFG.n_layer + 1 and hidden[-1].shape == (2, 3, 5, CFG.n_embd)
+    np.testing.assert_allclose(hidden[-1], want_last.numpy().reshape(2, 3, 5, -1), atol=ATOL, rtol=0)
 
 
 def test_sequence_classification_without_pad_id_rejects_batches():
