@@ -10,7 +10,7 @@ from gpt2_core import GPT2Config, random_params, save_pretrained
 
 BACKENDS = ["torch", "keras", "flax"]
 # The bundled GPT-2 vocabulary, so prompts and text files tokenize as they would for GPT-2.
-TINY = GPT2Config(vocab_size=50257, n_positions=64, n_embd=16, n_layer=2, n_head=2)
+TINY = GPT2Config(vocab_size=50257, n_positions=128, n_embd=16, n_layer=2, n_head=2)
 
 
 def gpt2(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:

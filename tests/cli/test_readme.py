@@ -1,0 +1,28 @@
+"""The README's Python examples run as written (each in its own process, on a tiny random
+checkpoint standing in for `path/to/gpt2`)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+TOKENIZER = BLOCKS[0]
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_example_runs(index, tiny_model, tmp_path):
+    code = BLOCKS[index]
+    if index:  # later examples use `ids`, `mask` (and `texts`) the way the first one made them
+        code = TOKENIZER + "texts = ['def f(x):\\n    return x\\n'] * 8\n" + code
+    code = code.replace("path/to/gpt2", str(tiny_model)).replace('"exported/"', repr(str(tmp_path / "exported")))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, f"README example {index} failed:\n{code}\n{out.stderr[-3000:]}"
