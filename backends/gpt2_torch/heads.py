@@ -11,6 +11,7 @@ from gpt2_core.constants import IGNORE_INDEX
 from gpt2_core.layout import summary_dim
 from gpt2_torch import inputs
 from gpt2_torch.generation import GenerationMixin
+from gpt2_torch.linear import linear
 from gpt2_torch.loading import GPT2PreTrainedModel
 from gpt2_torch.modeling import GPT2Model
 from gpt2_torch.outputs import (
@@ -29,7 +30,10 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.T
     if labels is None:
         return None
     V = logits.shape[-1]
-    return F.cross_entropy(logits[..., :-1, :].float().reshape(-1, V), labels[..., 1:].reshape(-1),
+    # Shift the labels, not the logits: slicing logits[..., :-1, :] would copy all of them
+    # (B*T*V floats); the last position gets IGNORE_INDEX instead, which leaves the mean unchanged.
+    targets = F.pad(labels[..., 1:], (0, 1), value=IGNORE_INDEX)
+    return F.cross_entropy(logits.float().reshape(-1, V), targets.reshape(-1),
                            ignore_index=IGNORE_INDEX)
 
 
@@ -99,7 +103,7 @@ class GPT2LMHeadModel(GenerationMixin, _HeadModel):
         return self.lm_head.weight
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(hidden, self.lm_weight)  # (B, T, V)
+        return linear(hidden, self.lm_weight, None, in_out=False)  # (B, T, V)
 
     def forward(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
                 position_ids=None, head_mask=None, inputs_embeds=None, labels=None,
@@ -186,7 +190,7 @@ class GPT2DoubleHeadsModel(_HeadModel):
                                 flat[4], use_cache, output_attentions, output_hidden_states)
         h = out.last_hidden_state.view(*lead, *out.last_hidden_state.shape[1:])  # (B, nc, T, C)
         weight = self.transformer.wte.weight if self.config.tie_word_embeddings else self.lm_head.weight
-        logits = F.linear(h, weight)
+        logits = linear(h, weight, None, in_out=False)
         mc_token_ids = _labels(mc_token_ids, lead, h.device, "mc_token_ids")
         mc_logits = self.multiple_choice_head(h, mc_token_ids).squeeze(-1)
         mc_labels = inputs.to_tensor(mc_labels, "mc_labels", h.device)

@@ -26,6 +26,7 @@ from gpt2_core.activations import (
     SQRT_2_OVER_PI,
 )
 from gpt2_torch import inputs
+from gpt2_torch.linear import linear
 from gpt2_torch.loading import GPT2PreTrainedModel
 from gpt2_torch.outputs import KV, BaseModelOutputWithPast
 
@@ -66,8 +67,7 @@ class Conv1D(nn.Module):
         self.bias = nn.Parameter(torch.empty(n_out, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight)
-        return y.view(*x.shape[:-1], y.shape[-1])
+        return linear(x, self.weight, self.bias, in_out=True)
 
 
 class AttnMask(NamedTuple):
