@@ -232,3 +232,15 @@ def test_double_heads_mean_summary_is_over_tokens(tmp_path):
         h = model.transformer(torch.tensor(ids).view(6, 5)).last_hidden_state.view(2, 3, 5, -1)
         want = model.multiple_choice_head.summary(h.mean(2)).squeeze(-1)
     torch.testing.assert_close(o.mc_logits, want)
+
+
+def test_finite_check_sees_every_chunk():
+    from gpt2_torch.loading import _all_finite
+
+    t = torch.zeros(5, 7)
+    assert _all_finite(t, chunk=4)
+    t[4, 6] = float("inf")  # in the last, partial chunk
+    assert not _all_finite(t, chunk=4)
+    t[4, 6], t[2, 1] = 0.0, float("nan")
+    assert not _all_finite(t, chunk=4)
+    assert _all_finite(torch.tensor([1, 2]))  # integer tensors are always finite
