@@ -18,17 +18,24 @@ import time
 
 import torch
 
+CLOCK = time.perf_counter
 
-def timeit(fn, repeats: int, sync) -> float:
-    fn()  # warm-up
-    sync()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+
+def time_pair(ours, theirs, repeats: int, sync) -> tuple[float, float]:
+    """Best-of-`repeats` seconds for each, interleaved (ours, theirs, ours, ...) so that load
+    from other processes hits both alike."""
+    fns = (ours, theirs)
+    for fn in fns:  # warm-up
         fn()
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    sync()
+    best = [float("inf"), float("inf")]
+    for _ in range(repeats):
+        for j, fn in enumerate(fns):
+            t0 = CLOCK()
+            fn()
+            sync()
+            best[j] = min(best[j], CLOCK() - t0)
+    return best[0], best[1]
 
 
 def make_checkpoint(path: str, preset: str) -> None:
@@ -52,8 +59,8 @@ def load_models(path: str, device: str, dtype: torch.dtype):
 def bench_prefill(ours, hf, shape, repeats, sync, device):
     ids = torch.randint(0, 50000, shape, device=device)
     with torch.inference_mode():
-        t_ours = timeit(lambda: ours(ids, use_cache=False), repeats, sync)
-        t_hf = timeit(lambda: hf(ids, use_cache=False), repeats, sync)
+        t_ours, t_hf = time_pair(lambda: ours(ids, use_cache=False),
+                                 lambda: hf(ids, use_cache=False), repeats, sync)
     n = shape[0] * shape[1]
     return n / t_ours, n / t_hf
 
@@ -67,16 +74,17 @@ def bench_decode(ours, hf, batch, prompt, new, repeats, sync, device):
     if not torch.equal(a, b):
         raise AssertionError(f"greedy tokens differ at batch {batch}")
     with torch.inference_mode():
-        t_ours = timeit(lambda: ours.generate(ids, max_new_tokens=new, eos_token_id=[]), repeats, sync)
-        t_hf = timeit(lambda: hf.generate(ids, max_new_tokens=new, do_sample=False,
-                                          min_new_tokens=new, pad_token_id=50256), repeats, sync)
+        t_ours, t_hf = time_pair(
+            lambda: ours.generate(ids, max_new_tokens=new, eos_token_id=[]),
+            lambda: hf.generate(ids, max_new_tokens=new, do_sample=False, min_new_tokens=new,
+                                pad_token_id=50256), repeats, sync)
     n = batch * new
     return n / t_ours, n / t_hf
 
 
 def bench_train(ours, hf, shape, steps, sync, device):
     ids = torch.randint(0, 50000, shape, device=device)
-    results = []
+    steps_fns = []
     for model in (ours, hf):
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -87,10 +95,12 @@ def bench_train(ours, hf, shape, steps, sync, device):
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-        results.append(shape[0] * shape[1] / timeit(step, steps, sync))
+        steps_fns.append(step)
+    t_ours, t_hf = time_pair(*steps_fns, steps, sync)
+    for model in (ours, hf):
         model.eval()
-        del opt
-    return tuple(results)
+    n = shape[0] * shape[1]
+    return n / t_ours, n / t_hf
 
 
 LOAD_SNIPPET = """
@@ -126,11 +136,19 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     ap.add_argument("--preset", default="gpt2")
+    ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                    help="cpu: this thread's CPU time (needs --threads 1); steadier than wall "
+                         "time on a machine shared with other jobs")
     args = ap.parse_args()
+    if args.clock == "cpu":
+        if args.threads != 1 or args.device != "cpu":
+            ap.error("--clock cpu measures one thread: use it with --threads 1 on the CPU")
+        global CLOCK
+        CLOCK = time.thread_time
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    reps = 1 if args.quick else 3
+    reps = 2 if args.quick else 3
     new = 32 if args.quick else 128
     rows = []
     with tempfile.TemporaryDirectory() as path:
@@ -143,13 +161,13 @@ def main() -> None:
             o, h = bench_decode(ours, hf, batch, 32, new, reps, sync, args.device)
             rows.append((f"greedy decode b={batch}, 32+{new} (new tok/s)", o, h, 2.0))
         if args.dtype == "float32" or args.device != "cpu":
-            o, h = bench_train(ours, hf, (4, 256), 1 if args.quick else 2, sync, args.device)
+            o, h = bench_train(ours, hf, (4, 256), 2 if args.quick else 3, sync, args.device)
             rows.append(("train step 4x256 AdamW (tok/s)", o, h, 1.0))
         del ours, hf
         ro, weights = bench_load_rss(path, "ours")
         rh, _ = bench_load_rss(path, "hf")
     print(f"\ndevice={args.device} dtype={args.dtype} threads={args.threads} preset={args.preset} "
-          f"torch={torch.__version__}")
+          f"clock={args.clock} torch={torch.__version__}")
     print(f"{'measure':44s} {'gpt2_torch':>12s} {'transformers':>13s} {'ratio':>7s} {'target':>7s}")
     for name, o, h, target in rows:
         flag = "ok" if o / h >= target else "MISS"
