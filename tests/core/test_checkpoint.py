@@ -261,3 +261,14 @@ def test_loaded_tensors_are_memory_mapped(tmp_path):
         base = base.base
     assert isinstance(base, (np.memmap, __import__("mmap").mmap))
     assert not params["h.0.mlp.c_fc.weight"].flags.writeable
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    config = CONFIGS["default"]
+    old = os.umask(0o022)
+    try:
+        save_pretrained(tmp_path, config, random_params(config))
+    finally:
+        os.umask(old)
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
