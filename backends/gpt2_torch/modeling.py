@@ -75,11 +75,13 @@ class AttnMask(NamedTuple):
 
     `allowed` (B, 1, T, S) bool, or None when only causality applies; `bias` is the same as an
     additive float mask (0 or the dtype's min) for SDPA; `causal` says whether a None mask still
-    needs the causal triangle (T > 1 without past)."""
+    needs the causal triangle (T > 1 without past); `dead` (B, 1, T, 1) marks query rows that see
+    no key at all (left-padding queries), or is None when there are none."""
 
     allowed: torch.Tensor | None
     bias: torch.Tensor | None
     causal: bool
+    dead: torch.Tensor | None = None
 
 
 def build_mask(attention_mask: torch.Tensor | None, past_len: int, T: int, B: int,
@@ -99,7 +101,13 @@ def build_mask(attention_mask: torch.Tensor | None, past_len: int, T: int, B: in
     # padding queries stay finite (uniform) instead of NaN.
     bias = torch.zeros((), dtype=bias_dtype, device=device).masked_fill(
         ~allowed, torch.finfo(bias_dtype).min)
-    return AttnMask(allowed, bias, False)
+    dead = ~allowed.any(-1, keepdim=True)  # (B, 1, T, 1)
+    if not bool(dead.any()):
+        return AttnMask(allowed, bias, False)
+    # SDPA's CPU backward disagrees with its own forward on rows whose every key is masked. For
+    # those rows the SDPA path zeroes the query and unmasks the bias: scores of exactly 0
+    # everywhere, the same uniform softmax as the spec's all-`min` row, and the same gradients.
+    return AttnMask(allowed, bias.masked_fill(dead, 0.0), False, dead)
 
 
 def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttnMask,
@@ -171,6 +179,8 @@ class Attention(nn.Module):
             return _flash_attention(q, k, v, mask.causal or q.shape[2] > 1, self.scale,
                                     self.attn_dropout.p if self.training else 0.0), None
         bias = mask.bias
+        if mask.dead is not None:  # see build_mask: no gradient through a dead row's scores
+            q = q.masked_fill(mask.dead, 0.0)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias, is_causal=bias is None and mask.causal,
             dropout_p=self.attn_dropout.p if self.training else 0.0, scale=self.scale)

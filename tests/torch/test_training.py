@@ -21,6 +21,24 @@ def test_gradients_match_transformers(tmp_path):
         torch.testing.assert_close(p.grad, theirs[name].grad, atol=1e-4, rtol=1e-3)
 
 
+def test_left_padded_gradients_are_the_same_on_every_attention_path(tmp_path):
+    # Padding queries see no key. The spec *sets* their scores, so no gradient flows through
+    # them; SDPA's additive mask must not differ (labels on the pads keep them in the loss).
+    config = CONFIGS["scaling_flags_upcast"]
+    write_checkpoint(tmp_path, config)
+    ids = torch.tensor(random_ids(config, (2, 8)))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0
+    grads = {}
+    for impl in ("eager", "sdpa"):
+        model = GPT2LMHeadModel.from_pretrained(tmp_path, attn_implementation=impl)
+        model(ids, attention_mask=mask, labels=ids).loss.backward()
+        grads[impl] = {n: p.grad for n, p in model.named_parameters()}
+    for name, g in grads["eager"].items():
+        # float32 backward through 3 layers; SDPA and eager differ only in op order
+        torch.testing.assert_close(grads["sdpa"][name], g, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_dropout_in_train_and_checkpointing(tmp_path):
     config = CONFIGS["default"].replace(resid_pdrop=0.3, attn_pdrop=0.3, embd_pdrop=0.3)
     write_checkpoint(tmp_path, config)
