@@ -26,7 +26,35 @@ def model_path(name: str | None) -> str:
                 f"The bundled default model is missing from {DEFAULT_MODEL!r}. Reinstall the "
                 "package, or pass --model DIR (a Hugging Face GPT-2 directory).")
         return DEFAULT_MODEL
-    return resolve_model_path(name)
+    try:
+        return resolve_model_path(name)
+    except FileNotFoundError as missing:
+        downloaded = _hub_download(name)
+        if downloaded is None:
+            raise
+        if isinstance(downloaded, Exception):
+            raise FileNotFoundError(f"{missing} (A download from the Hugging Face Hub was tried "
+                                    f"and failed: {downloaded})") from downloaded
+        return downloaded
+
+
+HUB_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "vocab.json",
+             "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+
+
+def _hub_download(name: str) -> str | Exception | None:
+    """A hub id fetched with `huggingface_hub` when it is installed; None when it is not, or
+    when `name` is a path. Set HF_HUB_OFFLINE=1 to never try."""
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None
+    try:
+        return snapshot_download(name, allow_patterns=HUB_FILES)
+    except Exception as e:  # offline, unknown repo, gated: all end in the same advice
+        return e
 
 
 def tokenizer_for(path: str):

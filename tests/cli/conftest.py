@@ -15,7 +15,9 @@ TINY = GPT2Config(vocab_size=50257, n_positions=128, n_embd=16, n_layer=2, n_hea
 
 def gpt2(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the `gpt2` command in its own process (each backend's framework stays there)."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+    # No network here: the hub is never reachable, so it is not tried.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow",
+           "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-m", "gpt2_core.cli", *args], capture_output=True,
                          text=True, env=env, timeout=timeout)
     if check and out.returncode != 0:

@@ -100,6 +100,9 @@ def test_clear_errors(tmp_path, tiny_model):
     missing = gpt2("generate", "x", "--model", str(tmp_path / "nope"), check=False)
     assert missing.returncode == 2
     assert "No GPT-2 model at" in missing.stderr and "model.safetensors" in missing.stderr
+    hub = gpt2("generate", "x", "--model", "someone/no-such-gpt2", check=False)
+    assert hub.returncode == 2 and "no snapshot of it is in the local Hugging Face cache" in hub.stderr
+    assert "Pass a directory holding `config.json` and `model.safetensors`" in hub.stderr
     unknown = gpt2("generate", "x", "--model", str(tiny_model), "--backend", "mxnet", check=False)
     assert unknown.returncode == 2 and "Unknown backend 'mxnet'" in unknown.stderr
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
