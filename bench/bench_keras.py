@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -188,6 +189,11 @@ def main() -> None:
     print(f"\n{'measure':34s} {'gpt2_keras':>11s} {'keras_hub':>10s} {'ratio':>7s} {'target':>7s}")
     for name, o, h, target, note in rows:
         print(f"{name:34s} {o:11.1f} {h:10.1f} {o / h:7.2f} {target:6.1f}x  {note}")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _results import emit
+
+    emit("keras: GPT-2 small, TensorFlow backend, XLA, CPU float32", "gpt2_keras", "keras_hub",
+         [(name, o, h, target) for name, o, h, target, _ in rows])
 
 
 if __name__ == "__main__":

@@ -174,6 +174,11 @@ def main() -> None:
         print(f"{name:44s} {o:12.1f} {h:13.1f} {o / h:7.2f} {target:>6.1f}x {flag}")
     print(f"{'load peak RSS / weight bytes':44s} {ro:12.2f} {rh:13.2f} {'':7s} {'<1.3':>7s} "
           f"{'ok' if ro < 1.3 else 'MISS'}  ({weights / 2**20:.0f} MiB weights)")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _results import emit
+
+    emit(f"torch: GPT-2 small, {args.device} {args.dtype}, {args.threads} threads", "gpt2_torch",
+         "transformers", rows, notes=f"load peak RSS / weight bytes: {ro:.2f} (target < 1.3)")
 
 
 if __name__ == "__main__":
