@@ -53,6 +53,8 @@ class Case:
         outputs: forward quantities to request: any of logits, hidden, cache, attn, loss.
         arg: kind-specific: chunk sizes, new tokens, processor argument.
         quick: part of the `--quick` subset.
+        dtype: the precision the framework subjects run in (`LOW_PRECISION` for the reduced
+            ones); the oracle stays float64 and the tolerance row is (quantity, dtype).
     """
 
     name: str
@@ -62,6 +64,12 @@ class Case:
     outputs: tuple[str, ...] = ("logits", "hidden", "cache", "attn")
     arg: tuple = ()
     quick: bool = False
+    dtype: str = "float32"
+
+
+# Reduced-precision compute dtypes: each framework loads the model in it (torch: parameters
+# and compute; Keras: the `mixed_*` policy; Flax: `dtype` and `param_dtype`).
+LOW_PRECISION = ("bfloat16", "float16")
 
 
 # ---- models --------------------------------------------------------------------------------
@@ -250,6 +258,11 @@ def tiny_cases() -> list[Case]:
         with_grads = name in ("base", "gelu_exact_inner_untied_eps", "inverse_layer_scale_reorder")
         model_cases = _model_cases("tiny", name, spec.head, full=name == "base", small=False)
         cases += [c for c in model_cases if c.kind != "grads" or with_grads]
+    # The float64 oracle against each framework in reduced precision. Named with the dtype
+    # after the model, so that `--only tiny.base.forward.left_padded` still picks one case.
+    for dtype in LOW_PRECISION:
+        cases.append(Case(f"tiny.base.{dtype}.forward.left_padded", "forward", "base",
+                          "left_padded", ("logits", "hidden", "cache"), dtype=dtype))
     for proc, args in PROCESSORS.items():
         for a in args:
             cases.append(Case(f"processor.{proc}.{a}", "processor", "", proc, arg=(a,),

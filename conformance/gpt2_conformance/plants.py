@@ -32,8 +32,8 @@ def apply(adapter, bug: str):
 def _after_load(adapter, edit) -> None:
     load = adapter.load
 
-    def patched(path, head):
-        model = load(path, head)
+    def patched(path, head, dtype="float32"):
+        model = load(path, head, dtype)
         edit(model)
         return model
 

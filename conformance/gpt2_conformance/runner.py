@@ -20,7 +20,7 @@ import tempfile
 import numpy as np
 
 from gpt2_conformance import cases as C
-from gpt2_conformance.adapters import FRAMEWORKS, SUBJECT_KINDS, SUBJECTS
+from gpt2_conformance.adapters import FRAMEWORKS, SUBJECT_DTYPES, SUBJECT_KINDS, SUBJECTS
 from gpt2_conformance.compare import Comparison, compare_all
 from gpt2_core import load_pretrained, random_params, save_pretrained
 
@@ -187,7 +187,8 @@ def _status(workdir: str, subject: str) -> dict[str, str]:
 
 def pairs_for(case: C.Case, subjects: list[str]) -> list[tuple[str, str]]:
     """The (expected, actual) subject pairs a case is judged on."""
-    fws = [s for s in subjects if case.kind in SUBJECT_KINDS[s] and s != "reference"]
+    fws = [s for s in subjects if case.kind in SUBJECT_KINDS[s] and s != "reference"
+           and case.dtype in SUBJECT_DTYPES[s]]
     if case.kind == "grads":
         return [(a, b) for i, a in enumerate(fws) for b in fws[i + 1:]]
     return [("reference", s) for s in fws]
@@ -229,7 +230,7 @@ def evaluate(selected: list[C.Case], subjects: list[str], workdir: str,
                 row[col] = Cell("XFAIL" if reason else "ERROR", reason=reason,
                                 details=[f"case {case.name}, pair {col}: {m}" for m in msg])
                 continue
-            row[col] = cell_from(compare_all(case.name, col, ra, rb), reason)
+            row[col] = cell_from(compare_all(case.name, col, ra, rb, case.dtype), reason)
         for col in row:
             if col not in columns:
                 columns.append(col)

@@ -38,16 +38,33 @@ TOLERANCES: dict[tuple[str, str], tuple[float, float]] = {
     # Token ids, tokenizer ids and checkpoint tensors: exact.
     ("tokens", "int64"): (0.0, 0.0),
     ("tensor", "float32"): (0.0, 0.0),
-    # float16: 10 mantissa bits (eps 9.8e-4); errors accumulate over C-length dot products.
-    ("logits", "float16"): (5e-2, 2e-2),
-    ("hidden", "float16"): (5e-2, 2e-2),
-    ("cache", "float16"): (2e-2, 2e-2),
-    ("loss", "float16"): (1e-2, 1e-2),
-    # bfloat16: 7 mantissa bits (eps 7.8e-3), 8x coarser than float16.
-    ("logits", "bfloat16"): (2e-1, 5e-2),
-    ("hidden", "bfloat16"): (2e-1, 5e-2),
-    ("cache", "bfloat16"): (1e-1, 5e-2),
-    ("loss", "bfloat16"): (5e-2, 5e-2),
+    # Reduced precision: the framework holds its weights and computes in float16/bfloat16 (a
+    # mixed Keras policy rounds its float32 variables when casting); the oracle is the float64
+    # reference on the unrounded checkpoint, so a row covers the rounding of weights and of
+    # every activation. Case `tiny.base.<dtype>.forward.left_padded` (|logits| <= 3.8,
+    # |hidden| <= 6.5, |cache| <= 5.4), measured on CPU, torch / keras / flax, max |diff|:
+    #   float16:  logits 5.7e-3 / 6.4e-3 / 7.1e-3, hidden 7.0e-3 / 7.7e-3 / 8.6e-3,
+    #             cache 5.6e-3 / 5.7e-3 / 4.9e-3.
+    #   bfloat16: logits 3.8e-2 / 5.3e-2 / 5.8e-2, hidden 5.4e-2 / 6.0e-2 / 7.8e-2,
+    #             cache 4.7e-2 / 5.2e-2 / 4.3e-2.
+    # The rows give each backend's worst element about 2x headroom (error / allowance <= 0.5)
+    # for other CPUs' kernels (accumulation in float32 or not, fused ops). What they still
+    # catch is in tests/conformance/test_planted_bugs.py: at float16 the LayerNorm epsilon
+    # plant (error 6.5e-2, allowance ratio 2.4-2.9); at bfloat16 only gross bugs (a transposed
+    # weight, shifted positions: errors > 1): the epsilon plant's error is as large as
+    # bfloat16's own rounding noise, and only the float32 cases see it.
+    # float16: 10 mantissa bits (unit roundoff 4.9e-4); errors accumulate over the residual
+    # stream and C-length dot products and stay mostly absolute (~1e-3 of |x|max), hence atol.
+    ("logits", "float16"): (1.6e-2, 4e-3),
+    ("hidden", "float16"): (2e-2, 4e-3),
+    ("cache", "float16"): (1.2e-2, 4e-3),
+    ("loss", "float16"): (1e-2, 1e-2),  # not measured yet: no reduced-precision loss case
+    # bfloat16: 8-bit significand (unit roundoff 3.9e-3 per rounding, 8x float16's); the
+    # measured errors are ~8x float16's too.
+    ("logits", "bfloat16"): (1e-1, 4e-2),
+    ("hidden", "bfloat16"): (1.2e-1, 4e-2),
+    ("cache", "bfloat16"): (1e-1, 4e-2),
+    ("loss", "bfloat16"): (5e-2, 5e-2),  # not measured yet: no reduced-precision loss case
 }
 
 EXACT_QUANTITIES = ("tokens", "tensor")

@@ -16,7 +16,7 @@ import traceback
 import numpy as np
 
 from gpt2_conformance import cases as C
-from gpt2_conformance.adapters import load_adapter
+from gpt2_conformance.adapters import SUBJECT_DTYPES, load_adapter
 from gpt2_core import GPT2Config
 
 STATUS = "status.json"
@@ -105,16 +105,17 @@ def run(backend: str, selected: list[C.Case], workdir: str, out: str, user_model
     status: dict[str, str] = {}
     models: dict[str, tuple] = {}
     for case in selected:
-        if case.kind not in adapter.kinds:
+        if case.kind not in adapter.kinds or case.dtype not in SUBJECT_DTYPES[backend]:
             continue
         try:
             model = config = None
             if case.model:
-                if case.model not in models:
+                key = (case.model, case.dtype)
+                if key not in models:
                     path = model_dir(workdir, case.model, user_model)
-                    models[case.model] = (adapter.load(path, _head(case.model, path)),
-                                          GPT2Config.from_json(path))
-                model, config = models[case.model]
+                    models[key] = (adapter.load(path, _head(case.model, path), case.dtype),
+                                   GPT2Config.from_json(path))
+                model, config = models[key]
             arrays = run_case(adapter, case, model, config)
             np.savez(os.path.join(out, case.name + ".npz"), **arrays)
             status[case.name] = "ok"

@@ -69,6 +69,38 @@ def test_every_quantity_has_a_float32_row_and_unknown_ones_raise():
         tolerances.tolerance("attn.0", "float16")
 
 
+def test_reduced_precision_cases_have_rows_and_skip_the_float32_only_subject():
+    from gpt2_conformance.runner import pairs_for
+
+    low = [c for c in cases.select(["tiny"]) if c.dtype != "float32"]
+    assert sorted(c.dtype for c in low) == sorted(cases.LOW_PRECISION)
+    for case in low:
+        for q in case.outputs:
+            assert (q, case.dtype) in tolerances.TOLERANCES
+        assert pairs_for(case, ["reference", "numpy", "torch"]) == [("reference", "torch")]
+    # float32-named substrings select no reduced-precision case by accident
+    assert [c.name for c in cases.select(["tiny"], only="tiny.base.forward.left_padded")] == [
+        "tiny.base.forward.left_padded"]
+
+
+def test_a_bfloat16_difference_passes_at_its_row_and_fails_at_float32():
+    e = np.full((4,), 2.0)
+    a = e + 0.05  # a few bfloat16 roundings at |x| = 2
+    assert compare("c", "p", "logits", e, a, "bfloat16").ok
+    assert not compare("c", "p", "logits", e, a, "float16").ok
+    assert not compare("c", "p", "logits", e, a).ok
+
+
+def test_widen_turns_half_and_bfloat16_into_float32():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from gpt2_conformance.adapters.base import widen
+
+    x = np.array([1.5, -2.25], ml_dtypes.bfloat16)
+    assert widen(x).dtype == np.float32 and widen(x).tolist() == [1.5, -2.25]
+    assert widen(np.float16([0.5])).dtype == np.float32
+    assert widen(np.arange(3)).dtype == np.arange(3).dtype  # token ids untouched
+
+
 def test_exclusion_lines_need_a_reason(tmp_path):
     (tmp_path / "torch.txt").write_text("# header\ntiny.*.grads.labels  # sdpa grads\n")
     assert load_exclusions("torch", str(tmp_path)) == {"tiny.*.grads.labels": "sdpa grads"}

@@ -26,6 +26,15 @@ SUBJECT_KINDS: dict[str, frozenset[str]] = {
     "flax": _MODEL_KINDS | {"grads"},
 }
 
+_ALL_DTYPES = frozenset({"float32", "bfloat16", "float16"})
+# The case dtypes each subject runs. The reference answers every case in float64 (the oracle);
+# the `numpy` stand-in is float32 only (NumPy has no bfloat16).
+SUBJECT_DTYPES: dict[str, frozenset[str]] = {
+    "reference": _ALL_DTYPES, "numpy": frozenset({"float32"}),
+    "tiktoken": frozenset({"float32"}),
+    "torch": _ALL_DTYPES, "keras": _ALL_DTYPES, "flax": _ALL_DTYPES,
+}
+
 
 def load_adapter(name: str):
     """Import the adapter of one subject (in a worker process) and return an instance."""

@@ -22,8 +22,9 @@ Arrays = dict[str, np.ndarray]
 class Adapter(Protocol):
     name: str
 
-    def load(self, path: str, head: str) -> Any:
-        """The backend's model class for `head` from a Hugging Face GPT-2 directory."""
+    def load(self, path: str, head: str, dtype: str = "float32") -> Any:
+        """The backend's model class for `head` from a Hugging Face GPT-2 directory, computing
+        in `dtype` (float32, bfloat16 or float16; the reference ignores it: float64)."""
 
     def forward(self, model: Any, inputs: Arrays, outputs: tuple[str, ...],
                 past: Any = None) -> tuple[Arrays, Any]:
@@ -50,9 +51,19 @@ HEAD_CLASSES = {
 FIELDS = ("logits", "loss", "last_hidden_state", "mc_logits", "start_logits", "end_logits")
 
 
+def widen(a: np.ndarray) -> np.ndarray:
+    """float16 and bfloat16 arrays -> float32 (exact), so every result file holds plain NumPy
+    dtypes: `np.savez` would write ml_dtypes' bfloat16 as opaque bytes ('V2')."""
+    a = np.asarray(a)
+    if a.dtype == np.float16 or a.dtype.kind == "V" or a.dtype.name == "bfloat16":
+        return a.astype(np.float32)
+    return a
+
+
 def output_arrays(out: Any, outputs: tuple[str, ...], to_numpy: Callable[[Any], np.ndarray]
                   ) -> Arrays:
     """An HF-style output record -> tensor paths. `outputs` selects the forward quantities."""
+    to_numpy = _widened(to_numpy)
     arrays: Arrays = {}
     for field in FIELDS:
         value = getattr(out, field, None)
@@ -72,7 +83,12 @@ def output_arrays(out: Any, outputs: tuple[str, ...], to_numpy: Callable[[Any], 
     return arrays
 
 
+def _widened(to_numpy: Callable[[Any], np.ndarray]) -> Callable[[Any], np.ndarray]:
+    return lambda t: widen(to_numpy(t))
+
+
 def cache_arrays(past: Any, to_numpy: Callable[[Any], np.ndarray]) -> Arrays:
+    to_numpy = _widened(to_numpy)
     arrays: Arrays = {}
     for i, (k, v) in enumerate(past):
         arrays[f"cache.{i}.key"] = to_numpy(k)

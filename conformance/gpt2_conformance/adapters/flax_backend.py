@@ -32,8 +32,10 @@ class FlaxAdapter:
     name = "flax"
     kinds = frozenset({"forward", "incremental", "chunked", "generate", "processor", "grads"})
 
-    def load(self, path: str, head: str) -> Any:
-        return getattr(gpt2_flax, HEAD_CLASSES[head]).from_pretrained(path)
+    def load(self, path: str, head: str, dtype: str = "float32") -> Any:
+        # Parameters stored and computed in `dtype`, as the torch subject does.
+        return getattr(gpt2_flax, HEAD_CLASSES[head]).from_pretrained(path, dtype=dtype,
+                                                                      param_dtype=dtype)
 
     def forward(self, model, inputs: Arrays, outputs: tuple[str, ...], past: Any = None
                 ) -> tuple[Arrays, Any]:

@@ -35,8 +35,10 @@ class KerasAdapter:
     kinds = frozenset({"forward", "incremental", "chunked", "generate", "processor", "grads",
                        "tokenizer"})
 
-    def load(self, path: str, head: str) -> Any:
-        model = getattr(gpt2_keras, HEAD_CLASSES[head]).from_pretrained(path)
+    def load(self, path: str, head: str, dtype: str = "float32") -> Any:
+        # Reduced precision the Keras way: a mixed policy (float32 variables, `dtype` compute).
+        policy = dtype if dtype == "float32" else f"mixed_{dtype}"
+        model = getattr(gpt2_keras, HEAD_CLASSES[head]).from_pretrained(path, dtype=policy)
         model.conformance_head = head
         return model
 

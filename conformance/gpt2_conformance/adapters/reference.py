@@ -33,7 +33,10 @@ class ReferenceAdapter:
         self.name = name
         self.dtype = dtype
 
-    def load(self, path: str, head: str) -> Model:
+    def load(self, path: str, head: str, dtype: str = "float32") -> Model:
+        # The oracle is the checkpoint itself in `self.dtype` whatever the case's dtype: a
+        # reduced-precision case measures the framework's rounding of weights and activations.
+        del dtype
         config, params = load_pretrained(path, head=head)
         return Model(config, dict(params), head)
 

@@ -19,7 +19,10 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()
+    t = t.detach().cpu()
+    if t.dtype in (torch.bfloat16, torch.float16):
+        t = t.float()  # exact; NumPy has no bfloat16
+    return t.numpy()
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
@@ -30,8 +33,9 @@ class TorchAdapter:
     name = "torch"
     kinds = frozenset({"forward", "incremental", "chunked", "generate", "processor", "grads"})
 
-    def load(self, path: str, head: str) -> Any:
-        model = getattr(gpt2_torch, HEAD_CLASSES[head]).from_pretrained(path)
+    def load(self, path: str, head: str, dtype: str = "float32") -> Any:
+        # Parameters and compute in `dtype` (CPU runs bfloat16 and float16 matmuls natively).
+        model = getattr(gpt2_torch, HEAD_CLASSES[head]).from_pretrained(path, torch_dtype=dtype)
         model.conformance_head = head
         return model.to(DEVICE).eval()  # eval: dropout off (grads are taken in eval mode too)
 
