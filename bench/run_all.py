@@ -53,7 +53,9 @@ def markdown(records: list[dict], seconds: float) -> str:
         lines.append(f"| {r['suite']} | {r['measure']} | {r['ours']:.1f} ({r['ours_name']}) | "
                      f"{r['peer']:.1f} ({r['peer_name']}) | {r['ratio']:.2f}x | "
                      f"{r['target']:.1f}x{flag} |")
-    lines += ["", "![ratios](ratios.png)", ""]
+    lines += ["", "![ratios](ratios.png)", "",
+              "`ratios.png`: one bar per row of the table, in its order; green where the target "
+              "is met, red where not; the grey line is 1x, each black tick the row's target.", ""]
     return "\n".join(lines)
 
 
