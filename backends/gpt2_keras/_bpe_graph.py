@@ -56,26 +56,14 @@ from collections.abc import Iterable
 import numpy as np
 import tensorflow as tf
 
+from gpt2_tokenizer import bytes_to_unicode
+
 SEP = b"\xff"
 SPECIAL_MARK = b"\xfe"
 NO_MERGE = np.iinfo(np.int32).max
 
 # Unicode White_Space (`\s` of `regex`, Rust `regex`, tiktoken), as hex code point ranges.
 WHITESPACE_RANGES = "9-d 20 85 a0 1680 2000-200a 2028-2029 202f 205f 3000"
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character map (OpenAI `encoder.py`)."""
-    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-          + list(range(ord("®"), ord("ÿ") + 1)))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
 
 
 def re2_class(ranges: str) -> str:

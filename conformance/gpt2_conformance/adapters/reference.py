@@ -190,16 +190,9 @@ class TiktokenAdapter:
 
 def _unicode_to_byte() -> dict[str, int]:
     """Inverse of GPT-2's `bytes_to_unicode` (openai/gpt-2 encoder.py)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-        range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    from gpt2_tokenizer import bytes_to_unicode
+
+    return {c: b for b, c in bytes_to_unicode().items()}
 
 
 def make_adapter(name: str) -> ReferenceAdapter | TiktokenAdapter:
