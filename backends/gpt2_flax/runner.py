@@ -11,6 +11,7 @@ import optax
 from flax import nnx
 
 from gpt2_core import GPT2Config
+from gpt2_core.cli._backends import until_eos
 from gpt2_flax.models import GPT2LMHeadModel
 from gpt2_flax.training import train_step
 
@@ -29,14 +30,7 @@ def generate(model: GPT2LMHeadModel, prompt_ids: list[int], options) -> Iterator
                          num_beams=options.num_beams, eos_token_id=list(options.eos_token_ids),
                          key=jax.random.key(options.seed))
     new = np.asarray(out)[0, len(prompt_ids):].tolist()
-    yield _until_eos(new, options.eos_token_ids)
-
-
-def _until_eos(ids: list[int], eos: tuple[int, ...]) -> list[int]:
-    for i, t in enumerate(ids):
-        if t in eos:
-            return ids[:i]
-    return ids
+    yield until_eos(new, options.eos_token_ids)
 
 
 def nll(model: GPT2LMHeadModel, ids: np.ndarray) -> tuple[float, int]:

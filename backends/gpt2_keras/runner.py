@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from gpt2_core import GPT2Config
+from gpt2_core.cli._backends import until_eos
 from gpt2_keras.modeling import GPT2LMHeadModel
 
 
@@ -25,8 +26,7 @@ def generate(model: GPT2LMHeadModel, prompt_ids: list[int], options) -> Iterator
                          num_beams=options.num_beams, eos_token_id=list(options.eos_token_ids),
                          seed=options.seed)
     new = np.asarray(out)[0, len(prompt_ids):].tolist()
-    eos = set(options.eos_token_ids)
-    yield new[:next((i for i, t in enumerate(new) if t in eos), len(new))]
+    yield until_eos(new, options.eos_token_ids)
 
 
 def nll(model: GPT2LMHeadModel, ids: np.ndarray) -> tuple[float, int]:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from gpt2_core import GPT2Config
+from gpt2_core.cli._backends import until_eos
 from gpt2_torch.heads import GPT2LMHeadModel
 from gpt2_torch.loading import canonical_name
 
@@ -24,15 +25,13 @@ def generate(model: GPT2LMHeadModel, prompt_ids: list[int], options) -> Iterator
                   top_p=options.top_p if options.do_sample else None,
                   repetition_penalty=options.repetition_penalty,
                   eos_token_id=list(options.eos_token_ids), seed=options.seed)
-    eos = set(options.eos_token_ids)
     if options.num_beams > 1:
         out = model.generate(ids, num_beams=options.num_beams, **common)[0, len(prompt_ids):]
-        new = out.tolist()
-        yield new[:next((i for i, t in enumerate(new) if t in eos), len(new))]
+        yield until_eos(out.tolist(), options.eos_token_ids)
         return
     for step in model.stream_generate(ids, **common):
         token = int(step.token_ids[0])
-        if token in eos:
+        if token in options.eos_token_ids:
             return
         yield [token]
 

@@ -52,6 +52,12 @@ class TrainOptions:
     dropout: bool = True
 
 
+def until_eos(ids: list[int], eos_token_ids: tuple[int, ...]) -> list[int]:
+    """`ids` up to, not including, the first end-of-sequence token."""
+    eos = set(eos_token_ids)
+    return ids[:next((i for i, t in enumerate(ids) if t in eos), len(ids))]
+
+
 def load_runner(name: str) -> ModuleType:
     if name not in BACKENDS:
         raise ValueError(f"Unknown backend {name!r}. Expected one of {sorted(BACKENDS)} "
