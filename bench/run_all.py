@@ -1,7 +1,9 @@
 """Run every benchmark, one process each, and write `bench/README.md`'s table and
-`bench/ratios.png` (this project / its peer, with the target marked).
+`bench/ratios.png` (this project / its peer, with the target marked), and the machine's
+ceilings for GPT-2 small (`bench_floor.py`) with each model speed as a fraction of them.
 
-    python bench/run_all.py [--quick] [NAMES...]      # names: tokenizer keras_tokenizer torch keras flax
+    python bench/run_all.py [--quick] [--write] [NAMES...]
+        # names: floor tokenizer keras_tokenizer torch keras flax
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from _results import machine  # noqa: E402
 
-NAMES = ["tokenizer", "keras_tokenizer", "torch", "keras", "flax"]
+NAMES = ["floor", "tokenizer", "keras_tokenizer", "torch", "keras", "flax"]
 
 
 def bar_chart(records: list[dict], path: str) -> None:
@@ -42,7 +44,28 @@ def bar_chart(records: list[dict], path: str) -> None:
     write_png(path, img)
 
 
-def markdown(records: list[dict], seconds: float) -> str:
+def floor_table(floors: list[dict], records: list[dict]) -> list[str]:
+    """Each ceiling from `bench_floor.py`, and every measured speed it bounds as a fraction."""
+    lines = ["## What this machine allows", "",
+             "`bench_floor.py` times only GPT-2 small's matrix products (oneDNN, float32, 2 "
+             "threads): a ceiling no implementation passes here. Batch-1 decode streams all "
+             "497 MB of weights per token, so memory bandwidth sets it; prefill and training are "
+             "compute-bound. A ratio target whose product with the peer's speed is above the "
+             "ceiling cannot be met on this machine.", "",
+             "| ceiling | tok/s | measured (share of the ceiling) |", "|---|---|---|"]
+    for f in floors:
+        bound = [r for r in records if all(m in r["measure"].lower() for m in f["match"])]
+        seen, parts = set(), []
+        for r in bound:
+            for name, value in ((r["ours_name"], r["ours"]), (r["peer_name"], r["peer"])):
+                if (name, value) not in seen:
+                    seen.add((name, value))
+                    parts.append(f"{name} {value:.0f} ({value / f['tokens_per_s']:.0%})")
+        lines.append(f"| {f['measure']} | {f['tokens_per_s']:.0f} | {', '.join(parts)} |")
+    return lines + [""]
+
+
+def markdown(records: list[dict], floors: list[dict], seconds: float) -> str:
     lines = ["# Benchmarks", "", f"Latest run: `python bench/run_all.py` on {machine()}, "
              f"{time.strftime('%Y-%m-%d')}, {seconds / 60:.0f} min. Each script measures this "
              "project and its peer in the same process (same weights, identical tokens "
@@ -56,6 +79,8 @@ def markdown(records: list[dict], seconds: float) -> str:
     lines += ["", "![ratios](ratios.png)", "",
               "`ratios.png`: one bar per row of the table, in its order; green where the target "
               "is met, red where not; the grey line is 1x, each black tick the row's target.", ""]
+    if floors:
+        lines += floor_table(floors, records)
     return "\n".join(lines)
 
 
@@ -68,7 +93,9 @@ def main() -> int:
     start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         results = os.path.join(tmp, "results.json")
-        env = {**os.environ, "GPT2_BENCH_JSON": results, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        floors_path = os.path.join(tmp, "floors.json")
+        env = {**os.environ, "GPT2_BENCH_JSON": results, "GPT2_BENCH_FLOORS_JSON": floors_path,
+               "TF_CPP_MIN_LOG_LEVEL": "2"}
         status = 0
         for name in args.names:
             cmd = [sys.executable, os.path.join(HERE, f"bench_{name}.py")]
@@ -77,9 +104,10 @@ def main() -> int:
             print(f"== {' '.join(cmd)}", flush=True)
             status = subprocess.call(cmd, env=env) or status
         records = json.load(open(results)) if os.path.exists(results) else []
+        floors = json.load(open(floors_path)) if os.path.exists(floors_path) else []
     if args.write and records:
         with open(os.path.join(HERE, "README.md"), "w") as f:
-            f.write(markdown(records, time.time() - start))
+            f.write(markdown(records, floors, time.time() - start))
         bar_chart(records, os.path.join(HERE, "ratios.png"))
     return status
 

@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="run the benchmarks under bench/ (from a source checkout)")
     b.add_argument("names", nargs="*",
-                   help="which (default: all): tokenizer, keras_tokenizer, torch, keras, flax")
+                   help="which (default: all): floor, tokenizer, keras_tokenizer, torch, keras, "
+                        "flax")
     b.add_argument("--quick", action="store_true")
     return parser
 
