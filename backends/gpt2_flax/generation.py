@@ -8,16 +8,27 @@ Bucket padding is exact: masked keys get probability 0 and positions come from t
 Greedy and sampling follow Hugging Face's `_sample`; beam search follows its vectorised
 `_beam_search` (top 2*num_beams continuations, running and finished beams, length penalty,
 `early_stopping` True/False/"never").
+
+`num_return_sequences` follows HF too: sampling repeats each prompt row (rows
+`[p0, p0, ..., p1, p1, ...]`) and draws every row independently; beam search returns each
+prompt's best finished hypotheses, best first.
+
+Streaming: a `streamer` (HF's protocol, `put(prompt)`, `put(tokens)` once per step, `end()`)
+is called from inside the compiled loop through an ordered `io_callback`; without a streamer
+the compiled program holds no callback at all (`stream` is a static argument).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import io_callback
 
 from gpt2_core.reference import check_inputs
 from gpt2_core.sampling import SamplingConfig
@@ -27,6 +38,28 @@ from gpt2_flax.modeling import KVCache, default_position_ids
 Array = jax.Array
 TRACE_COUNT = {"generate": 0, "beam_search": 0}
 """Times each compiled function was traced (tests read it to prove there is no retrace)."""
+
+
+class Streamer(Protocol):
+    """Hugging Face's streamer protocol (e.g. `transformers.TextStreamer`).
+
+    `put` gets the prompt (B, T) first, then each step's new tokens (B,) as NumPy arrays;
+    `end` is called once generation is over.
+    """
+
+    def put(self, value: np.ndarray) -> None: ...
+
+    def end(self) -> None: ...
+
+
+_STREAMERS: dict[int, Streamer] = {}
+_STREAM_IDS = itertools.count(1)
+# The compiled loop passes a (traced) stream id, not the streamer: a new streamer object must
+# not retrace, and concurrent generate calls (threads) each reach their own streamer.
+
+
+def _stream_tokens(stream_id: np.ndarray, tokens: np.ndarray) -> None:
+    _STREAMERS[int(stream_id)].put(np.asarray(tokens))
 
 
 def bucket(n: int, minimum: int = 16) -> int:
@@ -68,9 +101,9 @@ def _decode_step(model, tokens: Array, cache: KVCache, key_mask: Array, head: Ar
     return _logits(model, x[:, -1], head), cache
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "eos", "pad", "n_bucket"))
-def _generate(graphdef, state, ids, key_mask, prompt_len, max_new, key, *, cfg: SamplingConfig,
-              eos: tuple[int, ...], pad: int, n_bucket: int):
+@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "eos", "pad", "n_bucket", "stream"))
+def _generate(graphdef, state, ids, key_mask, prompt_len, max_new, key, stream_id, *,
+              cfg: SamplingConfig, eos: tuple[int, ...], pad: int, n_bucket: int, stream: bool):
     TRACE_COUNT["generate"] += 1
     model = nnx.merge(graphdef, state)
     B, Tb = ids.shape
@@ -100,6 +133,8 @@ def _generate(graphdef, state, ids, key_mask, prompt_len, max_new, key, *, cfg: 
         feed = jnp.where(done, 0, token)
         token = jnp.where(done, pad, token)
         done = done | jnp.isin(token, eos_arr)
+        if stream:  # ordered: the host sees the steps in order, each as soon as it is sampled
+            io_callback(_stream_tokens, None, stream_id, token, ordered=True)
         seq = jax.lax.dynamic_update_slice(seq, token[:, None], (0, slot))
         key_mask = jax.lax.dynamic_update_slice(key_mask, jnp.ones((B, 1), key_mask.dtype),
                                                 (0, slot))
@@ -192,7 +227,8 @@ def _beam_search(graphdef, state, ids, key_mask, prompt_len, max_new, *, cfg: Sa
                     finished=finished, unsat=unsat, go=go)
 
     c = jax.lax.while_loop(lambda c: c["go"] & (c["step"] < max_new), body, carry)
-    return c["seqs"][:, 0, Tb:], jnp.max(c["lengths"][:, 0])
+    # every kept hypothesis, best first (B, nb, n_bucket): the caller takes num_return_sequences
+    return c["seqs"][:, :, Tb:], c["lengths"]
 
 
 def _prompt(model, input_ids, attention_mask, max_new_tokens: int):
@@ -213,53 +249,123 @@ def _prompt(model, input_ids, attention_mask, max_new_tokens: int):
     return ids, mask
 
 
+def _check_counts(num_beams, num_return_sequences, do_sample: bool, streamer) -> None:
+    if not isinstance(num_beams, int) or num_beams < 1:
+        raise ValueError(f"`num_beams` must be a positive integer. Received: {num_beams!r}.")
+    n = num_return_sequences
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"`num_return_sequences` must be a positive integer. Received: "
+                         f"num_return_sequences={n!r}.")
+    if num_beams > 1:
+        if do_sample:
+            raise ValueError("Beam sampling is not supported: pass `do_sample=False` with "
+                             f"`num_beams`={num_beams}, or `num_beams=1` to sample.")
+        if n > num_beams:
+            raise ValueError(f"`num_return_sequences` must be at most `num_beams` with beam "
+                             f"search. Received: num_return_sequences={n}, num_beams={num_beams}. "
+                             "Raise num_beams or lower num_return_sequences.")
+        if streamer is not None:
+            raise ValueError("`streamer` cannot be used with beam search (num_beams > 1), as in "
+                             "transformers: beams are reordered until the end. Use num_beams=1 "
+                             "to stream.")
+    elif n > 1 and not do_sample:
+        raise ValueError("Greedy decoding gives one sequence per prompt: `num_return_sequences` "
+                         f"> 1 needs `do_sample=True` or `num_beams` >= {n}. Received: "
+                         f"num_return_sequences={n}, do_sample=False, num_beams=1.")
+
+
+def _eos_and_pad(model, eos_token_id, pad_token_id) -> tuple[tuple[int, ...], int]:
+    eos = model.config.eos_token_ids if eos_token_id is None else (
+        (eos_token_id,) if isinstance(eos_token_id, int) else tuple(eos_token_id))
+    pad = pad_token_id if pad_token_id is not None else model.config.pad_token_id
+    pad = pad if pad is not None else (eos[0] if eos else 0)
+    return eos, pad
+
+
+def _to_bucket(ids: np.ndarray, mask: np.ndarray) -> tuple[Array, Array]:
+    """Left-pad (B, T) to (B, bucket(T)) with masked id 0 (a filler must be a valid id)."""
+    B, T = ids.shape
+    Tb = bucket(T)
+    padded = np.zeros((B, Tb), np.int32)
+    padded[:, Tb - T:] = ids
+    padded_mask = np.zeros((B, Tb), np.int32)
+    padded_mask[:, Tb - T:] = mask
+    return jnp.asarray(padded), jnp.asarray(padded_mask)
+
+
+def _sample(model, ids, mask, max_new_tokens: int, key, streamer: Streamer | None, **static
+            ) -> np.ndarray:
+    """Greedy or sampled new tokens (B, n), streamed to `streamer` as they are produced."""
+    graphdef, state = nnx.split(model)
+    stream_id = 0
+    if streamer is not None:
+        stream_id = next(_STREAM_IDS)
+        _STREAMERS[stream_id] = streamer
+    try:
+        new, n = _generate(graphdef, state, *_to_bucket(ids, mask), ids.shape[1], max_new_tokens,
+                           key, stream_id, stream=streamer is not None, **static)
+        new = np.asarray(new)[:, :int(n)]
+        jax.effects_barrier()  # every ordered callback has run before `end`
+    finally:
+        _STREAMERS.pop(stream_id, None)
+    return new
+
+
+def _beams(model, ids, mask, max_new_tokens: int, num_return_sequences: int, **static
+           ) -> np.ndarray:
+    """The best `num_return_sequences` hypotheses per prompt: (B * num_return_sequences, n)."""
+    graphdef, state = nnx.split(model)
+    seqs, lengths = _beam_search(graphdef, state, *_to_bucket(ids, mask), ids.shape[1],
+                                 max_new_tokens, **static)
+    keep = num_return_sequences
+    n = int(np.max(np.asarray(lengths)[:, :keep]))  # HF: the longest returned hypothesis
+    seqs = np.asarray(seqs)[:, :keep, :n]  # (B, keep, n)
+    return seqs.reshape(-1, n)
+
+
 def generate(model, input_ids, attention_mask=None, *, max_new_tokens: int = 20,
              do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, repetition_penalty: float | None = None,
              no_repeat_ngram_size: int | None = None, min_new_tokens: int = 0,
              num_beams: int = 1, length_penalty: float = 1.0, early_stopping: bool | str = False,
-             eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None,
-             key: Array | None = None) -> np.ndarray:
+             num_return_sequences: int = 1, eos_token_id: int | list[int] | None = None,
+             pad_token_id: int | None = None, key: Array | None = None,
+             streamer: Streamer | None = None) -> np.ndarray:
     """Prompt plus new tokens, as Hugging Face's `generate` returns them.
 
     Shapes: input_ids (B, T) (left-padded, with `attention_mask`, for prompts of different
-    lengths) -> (B, T + n), n <= max_new_tokens (generation stops when every row has hit an
-    end-of-sequence id; finished rows are filled with `pad_token_id`).
+    lengths) -> (B * num_return_sequences, T + n), n <= max_new_tokens (generation stops when
+    every row has hit an end-of-sequence id; finished rows are filled with `pad_token_id`).
 
     Args:
+        num_return_sequences: sequences per prompt, in rows `[p0, p0, ..., p1, ...]`. Sampling
+            draws each independently; beam search returns the best hypotheses, best first
+            (at most `num_beams`). Greedy decoding allows only 1.
         eos_token_id: one id or several; default `config.eos_token_ids`.
         pad_token_id: fill after EOS; default `config.pad_token_id`, else the first EOS id.
         key: PRNG key for sampling (`jax.random.key(seed)`); the same key gives the same tokens.
             Default `jax.random.key(0)`.
+        streamer: Hugging Face-style streamer: `put(prompt)`, then `put(tokens)` with the (B,)
+            new tokens of each step while the compiled loop runs, then `end()`. Not with beams.
     """
     ids, mask = _prompt(model, input_ids, attention_mask, max_new_tokens)
+    _check_counts(num_beams, num_return_sequences, do_sample, streamer)
     cfg = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
                          repetition_penalty=repetition_penalty,
                          no_repeat_ngram_size=no_repeat_ngram_size, min_new_tokens=min_new_tokens)
-    eos = model.config.eos_token_ids if eos_token_id is None else (
-        (eos_token_id,) if isinstance(eos_token_id, int) else tuple(eos_token_id))
-    pad = pad_token_id if pad_token_id is not None else model.config.pad_token_id
-    pad = pad if pad is not None else (eos[0] if eos else 0)
-    B, T = ids.shape
-    Tb, Nb = bucket(T), bucket(max_new_tokens)
-    padded = np.zeros((B, Tb), np.int32)  # bucket filler: masked, but must be a valid id
-    padded[:, Tb - T:] = ids
-    padded_mask = np.zeros((B, Tb), np.int32)
-    padded_mask[:, Tb - T:] = mask
-    graphdef, state = nnx.split(model)
+    eos, pad = _eos_and_pad(model, eos_token_id, pad_token_id)
+    static = dict(cfg=cfg, eos=eos, pad=pad, n_bucket=bucket(max_new_tokens))
     if num_beams > 1:
-        if do_sample:
-            raise ValueError("Beam sampling is not supported: pass `do_sample=False` with "
-                             f"`num_beams`={num_beams}, or `num_beams=1` to sample.")
-        new, n = _beam_search(graphdef, state, jnp.asarray(padded), jnp.asarray(padded_mask), T,
-                              max_new_tokens, cfg=cfg, eos=eos, pad=pad, n_bucket=Nb,
-                              num_beams=num_beams, length_penalty=float(length_penalty),
-                              early_stopping=early_stopping)
-    elif num_beams == 1:
-        key = jax.random.key(0) if key is None else key
-        new, n = _generate(graphdef, state, jnp.asarray(padded), jnp.asarray(padded_mask), T,
-                           max_new_tokens, key, cfg=cfg, eos=eos, pad=pad, n_bucket=Nb)
-    else:
-        raise ValueError(f"`num_beams` must be a positive integer. Received: {num_beams!r}.")
-    new = np.asarray(new)[:, :int(n)]
+        new = _beams(model, ids, mask, max_new_tokens, num_return_sequences, num_beams=num_beams,
+                     length_penalty=float(length_penalty), early_stopping=early_stopping,
+                     **static)
+        ids = np.repeat(ids, num_return_sequences, axis=0)
+        return np.concatenate([ids.astype(new.dtype), new], axis=1)
+    if streamer is not None:
+        streamer.put(ids)  # the prompt first, as HF (before rows are repeated)
+    ids, mask = np.repeat(ids, num_return_sequences, 0), np.repeat(mask, num_return_sequences, 0)
+    key = jax.random.key(0) if key is None else key
+    new = _sample(model, ids, mask, max_new_tokens, key, streamer, **static)
+    if streamer is not None:
+        streamer.end()
     return np.concatenate([ids.astype(new.dtype), new], axis=1)

@@ -8,7 +8,7 @@ caller's own `jit`/`grad`, the same code simply traces.
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +29,9 @@ from gpt2_flax.outputs import (
     QuestionAnsweringOutput,
     SequenceClassifierOutput,
 )
+
+if TYPE_CHECKING:
+    from gpt2_flax.generation import Streamer
 
 Array = jax.Array
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -245,17 +248,22 @@ class GPT2LMHeadModel(_GPT2Base):
                  top_p: float | None = None, repetition_penalty: float | None = None,
                  no_repeat_ngram_size: int | None = None, min_new_tokens: int = 0,
                  num_beams: int = 1, length_penalty: float = 1.0,
-                 early_stopping: bool | str = False, eos_token_id: int | list[int] | None = None,
-                 pad_token_id: int | None = None, key: Array | None = None) -> np.ndarray:
-        """Prompt plus new tokens, compiled end to end. See `gpt2_flax.generation.generate`."""
+                 early_stopping: bool | str = False, num_return_sequences: int = 1,
+                 eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None,
+                 key: Array | None = None, streamer: Streamer | None = None) -> np.ndarray:
+        """Prompt plus new tokens, compiled end to end. See `gpt2_flax.generation.generate`.
+
+        Shapes: input_ids (B, T) -> (B * num_return_sequences, T + n).
+        """
         from gpt2_flax.generation import generate
         return generate(self, input_ids, attention_mask, max_new_tokens=max_new_tokens,
                         do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
                         repetition_penalty=repetition_penalty,
                         no_repeat_ngram_size=no_repeat_ngram_size, min_new_tokens=min_new_tokens,
                         num_beams=num_beams, length_penalty=length_penalty,
-                        early_stopping=early_stopping, eos_token_id=eos_token_id,
-                        pad_token_id=pad_token_id, key=key)
+                        early_stopping=early_stopping, num_return_sequences=num_return_sequences,
+                        eos_token_id=eos_token_id, pad_token_id=pad_token_id, key=key,
+                        streamer=streamer)
 
 
 class SequenceSummary(nnx.Module):

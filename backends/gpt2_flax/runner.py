@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 
 import jax
@@ -20,17 +22,63 @@ def load(path: str, dtype: str | None) -> GPT2LMHeadModel:
     return GPT2LMHeadModel.from_pretrained(path, dtype=dtype or "float32")
 
 
+class _QueueStreamer:
+    """A streamer (`put`/`end`) that hands each step's tokens to another thread; the prompt,
+    which `put` receives first, is skipped. None marks the end."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[list[int] | None] = queue.Queue()
+        self._seen_prompt = False
+
+    def put(self, value: np.ndarray) -> None:
+        if not self._seen_prompt:
+            self._seen_prompt = True
+            return
+        self.queue.put(np.asarray(value).reshape(-1).tolist())
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+
+def _generate_kwargs(options) -> dict:
+    return dict(max_new_tokens=options.max_new_tokens, do_sample=options.do_sample,
+                temperature=options.temperature,
+                top_k=options.top_k if options.do_sample else None,
+                top_p=options.top_p if options.do_sample else None,
+                repetition_penalty=options.repetition_penalty, num_beams=options.num_beams,
+                eos_token_id=list(options.eos_token_ids), key=jax.random.key(options.seed))
+
+
 def generate(model: GPT2LMHeadModel, prompt_ids: list[int], options) -> Iterator[list[int]]:
-    # The whole decode loop is one compiled call, so the tokens arrive together.
-    out = model.generate(np.asarray([prompt_ids], np.int32), max_new_tokens=options.max_new_tokens,
-                         do_sample=options.do_sample, temperature=options.temperature,
-                         top_k=options.top_k if options.do_sample else None,
-                         top_p=options.top_p if options.do_sample else None,
-                         repetition_penalty=options.repetition_penalty,
-                         num_beams=options.num_beams, eos_token_id=list(options.eos_token_ids),
-                         key=jax.random.key(options.seed))
-    new = np.asarray(out)[0, len(prompt_ids):].tolist()
-    yield until_eos(new, options.eos_token_ids)
+    ids = np.asarray([prompt_ids], np.int32)
+    if options.num_beams > 1:  # beams are reordered until the end: one chunk
+        out = model.generate(ids, **_generate_kwargs(options))
+        yield until_eos(np.asarray(out)[0, len(prompt_ids):].tolist(), options.eos_token_ids)
+        return
+    # the compiled loop streams each step through a callback; a worker thread runs it so that
+    # this generator can yield tokens while the loop is still going
+    streamer, errors = _QueueStreamer(), []
+
+    def work() -> None:
+        try:
+            model.generate(ids, streamer=streamer, **_generate_kwargs(options))
+        except Exception as e:  # re-raised in the caller's thread below
+            errors.append(e)
+            streamer.queue.put(None)
+
+    worker = threading.Thread(target=work, name="gpt2_flax-generate", daemon=True)
+    worker.start()
+    try:
+        while (tokens := streamer.queue.get()) is not None:
+            kept = until_eos(tokens, options.eos_token_ids)
+            if kept:
+                yield kept
+            if len(kept) < len(tokens):
+                break
+    finally:
+        worker.join()
+    if errors:
+        raise errors[0]
 
 
 def nll(model: GPT2LMHeadModel, ids: np.ndarray) -> tuple[float, int]:

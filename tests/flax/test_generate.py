@@ -1,13 +1,17 @@
 """Compiled generate: token-identical to transformers (greedy, beam), equal to eager step-by-step
-decoding, processors equal to gpt2_core.sampling on the same logits, no retrace."""
+decoding, processors equal to gpt2_core.sampling on the same logits, no retrace; several
+sequences per prompt; streaming from inside the compiled loop, and the command-line runner."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import checkpoint, random_ids
+from flax import nnx
 
 from gpt2_core import GPT2Config, sampling
-from gpt2_flax import GPT2LMHeadModel, generation, processors
+from gpt2_core.cli._backends import GenerateOptions, until_eos
+from gpt2_flax import GPT2LMHeadModel, generation, processors, runner
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -47,7 +51,10 @@ def hf_generate(hf, ids, mask, **kw):
     {"num_beams": 3},
     {"num_beams": 4, "length_penalty": 0.5, "early_stopping": True},
     {"num_beams": 2, "length_penalty": 2.0, "early_stopping": "never", "no_repeat_ngram_size": 3},
-], ids=["greedy", "penalties", "min_new", "beam3", "beam4_early", "beam2_never"])
+    {"num_beams": 3, "num_return_sequences": 3},
+    {"num_beams": 4, "num_return_sequences": 2, "length_penalty": 0.5, "early_stopping": True},
+], ids=["greedy", "penalties", "min_new", "beam3", "beam4_early", "beam2_never", "beam3_return3",
+        "beam4_return2"])
 def test_token_identical_to_transformers(models, kw):
     model, hf = models
     ids, mask = prompts()
@@ -149,3 +156,102 @@ def test_default_gpt2_eos_outside_a_small_vocabulary(tmp_path):
     got = GPT2LMHeadModel.from_pretrained(path).generate(ids, max_new_tokens=12)
     np.testing.assert_array_equal(got, want)
     assert (got[:, 5:] != 0).any()
+
+
+# ---- several sequences per prompt --------------------------------------------------------------
+def eager_sample(model, ids, mask, n, key, cfg):
+    """Step-by-step sampling outside the compiled loop, with the compiled loop's key schedule
+    (one split per step, one categorical draw over the whole (B, V) batch)."""
+    out = model(ids, mask, past_key_values=model.init_cache(ids.shape[0], ids.shape[1] + n))
+    seq, m = ids, mask
+    for step in range(n):
+        key, sub = jax.random.split(key)
+        scores = processors.process(out.logits[:, -1].astype(jnp.float32), seq, 0, seq.shape[1],
+                                    cfg, step, ())
+        token = np.asarray(jax.random.categorical(sub, scores, axis=-1))[:, None]
+        seq, m = np.concatenate([seq, token], 1), np.concatenate([m, np.ones_like(token)], 1)
+        out = model(token, m, past_key_values=out.past_key_values)
+    return seq
+
+
+def test_sampling_num_return_sequences_repeats_rows_and_draws_each(models):
+    model, _ = models
+    ids, mask = prompts()
+    kw = dict(do_sample=True, temperature=0.9, top_k=40)
+    got = model.generate(ids, mask, max_new_tokens=8, num_return_sequences=4, eos_token_id=[],
+                         key=jax.random.key(3), **kw)
+    assert got.shape == (12, 15)
+    np.testing.assert_array_equal(got[:, :7], np.repeat(ids, 4, axis=0))  # [p0 x4, p1 x4, ...]
+    for group in got.reshape(3, 4, 15):
+        assert len({tuple(row) for row in group}) > 1, "rows of one prompt drawn alike"
+    cfg = sampling.SamplingConfig(**kw)
+    want = eager_sample(model, np.repeat(ids, 4, 0), np.repeat(mask, 4, 0), 8,
+                        jax.random.key(3), cfg)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"num_return_sequences": 0, "do_sample": True}, "`num_return_sequences` must be a positive"),
+    ({"num_return_sequences": -2, "num_beams": 3}, "`num_return_sequences` must be a positive"),
+    ({"num_return_sequences": 4, "num_beams": 3}, "must be at most `num_beams`.*=4, num_beams=3"),
+    ({"num_return_sequences": 2}, "Greedy decoding gives one sequence per prompt"),
+    ({"num_beams": 0}, "`num_beams` must be a positive integer"),
+    ({"num_beams": 2, "streamer": object()}, "`streamer` cannot be used with beam search"),
+])
+def test_bad_counts_rejected(models, kw, match):
+    model, _ = models
+    with pytest.raises(ValueError, match=match):
+        model.generate(np.array([[5, 6]]), max_new_tokens=3, **kw)
+
+
+# ---- streaming ---------------------------------------------------------------------------------
+class Recorder:
+    def __init__(self):
+        self.values, self.ended = [], 0
+
+    def put(self, value):
+        assert not self.ended
+        self.values.append(np.asarray(value))
+
+    def end(self):
+        self.ended += 1
+
+
+@pytest.mark.parametrize("kw", [
+    {"eos_token_id": [7, 9, 11], "pad_token_id": 3, "max_new_tokens": 30},  # rows stop early
+    {"do_sample": True, "num_return_sequences": 2, "key": jax.random.key(5), "max_new_tokens": 9},
+], ids=["greedy_eos", "sample_return2"])
+def test_streamed_tokens_equal_returned_one_put_per_step(models, kw):
+    model, _ = models
+    ids, mask = prompts()
+    streamer = Recorder()
+    got = model.generate(ids, mask, streamer=streamer, **kw)
+    np.testing.assert_array_equal(got, model.generate(ids, mask, **kw))  # streaming changes nothing
+    np.testing.assert_array_equal(streamer.values[0], ids)  # the prompt first, as HF
+    steps = streamer.values[1:]
+    assert len(steps) == got.shape[1] - 7 and streamer.ended == 1  # one put per step, then end
+    np.testing.assert_array_equal(np.stack(steps, axis=1), got[:, 7:])
+
+
+def test_compiled_program_holds_the_callback_only_when_streaming(models):
+    model, _ = models
+    graphdef, state = nnx.split(model)
+    ids, mask = generation._to_bucket(*prompts())
+    args = (graphdef, state, ids, mask, 7, 5, jax.random.key(0), 0)
+    static = dict(cfg=sampling.SamplingConfig(), eos=(3,), pad=3, n_bucket=16)
+    plain = generation._generate.lower(*args, stream=False, **static).as_text()
+    streaming = generation._generate.lower(*args, stream=True, **static).as_text()
+    assert "callback" not in plain and "callback" in streaming
+
+
+def test_runner_yields_tokens_as_they_come_and_stops_at_eos(models):
+    model, _ = models
+    prompt = [5, 17, 40, 22]
+    for eos in [(50256,), (7, 9, 11)]:  # never produced here / hit by the greedy path
+        options = GenerateOptions(max_new_tokens=12, do_sample=False, eos_token_ids=eos)
+        chunks = list(runner.generate(model, prompt, options))
+        full = model.generate(np.array([prompt]), max_new_tokens=12, eos_token_id=list(eos))
+        want = until_eos(full[0, 4:].tolist(), eos)
+        assert sum(chunks, []) == want
+        assert len(chunks) == len(want)  # one chunk per step: text arrives incrementally
+    assert len(want) < 12, "the EOS case should stop early"
