@@ -20,8 +20,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from gpt2_core import sampling
 from gpt2_core.sampling import SamplingConfig
+from gpt2_keras import beam_search as beams
 from gpt2_keras import processors
 from gpt2_keras.transformer import empty_cache
 
@@ -72,7 +72,7 @@ def choose(scores, do_sample: bool, seed, step):
     return ops.cast(ops.argmax(scores, axis=-1), "int32")
 
 
-def _last_logits(model, hidden, head=None):
+def last_logits(model, hidden, head=None):
     """(B, T, C) -> (B, V) float32 at the last position, through `head` (C, V) when given."""
     if head is None:
         return model.lm_logits(hidden[:, -1, :])
@@ -108,7 +108,7 @@ def decode_loop(model, spec: DecodeSpec, prompt, mask, start, stop, seed):
     cache = empty_cache(c, B, S, model.transformer.compute_dtype)
     head = loop_head(model, B)  # loop-invariant: built once, outside the while loop
     out = model.transformer(prompt, attention_mask=mask, cache=cache, cache_index=0)
-    logits, cache = _last_logits(model, out["last_hidden_state"], head), out["past_key_values"]
+    logits, cache = last_logits(model, out["last_hidden_state"], head), out["past_key_values"]
     # transformers (5.x) leaves the left padding out of the repetition penalty
     seen = processors.mark_seen(ops.zeros((B, c.vocab_size), "bool"), prompt, mask[:, :P_b] != 0)
     eos = ops.array(spec.eos or (-1,), "int32")
@@ -129,7 +129,7 @@ def decode_loop(model, spec: DecodeSpec, prompt, mask, start, stop, seed):
             seen = processors.mark_seen(seen, tok[:, None], ops.ones((B, 1), "bool"))
         out = model.transformer(tok[:, None], attention_mask=mask, cache=cache, cache_index=cur)
         return (cur + 1, tokens, mask, out["past_key_values"],
-                _last_logits(model, out["last_hidden_state"], head), done, seen)
+                last_logits(model, out["last_hidden_state"], head), done, seen)
 
     state = (ops.convert_to_tensor(P_b, "int32"), tokens, mask, cache, logits,
              ops.zeros((B,), "bool"), seen)
@@ -181,139 +181,23 @@ def sample(model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, spec: 
 
 
 # ---- beam search ------------------------------------------------------------------------------
-def _beam_step(model):
-    """(tok (N, 1), mask (N, S), cache, index, beam_idx (N,)) -> (logits (N, V), cache), with the
-    cache rows first gathered by `beam_idx`; traced once per shape on TensorFlow."""
-    fns = model.__dict__.setdefault("_generate_fns", {})
-    if "beam_step" not in fns:
-        def step(tok, mask, cache, index, beam_idx):
-            model._generate_traces = getattr(model, "_generate_traces", 0) + 1
-            cache = tuple((ops.take(k, beam_idx, axis=0), ops.take(v, beam_idx, axis=0))
-                          for k, v in cache)
-            out = model.transformer(tok, attention_mask=mask, cache=cache, cache_index=index)
-            return _last_logits(model, out["last_hidden_state"]), out["past_key_values"]
+def beam_search(model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int,
+                spec: beams.BeamSpec) -> np.ndarray:
+    """transformers' `_beam_search` (v5, vectorised), compiled whole (see `gpt2_keras.beam_search`).
 
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            # A graph function without XLA: the host loop dominates beam search anyway, and
-            # XLA compiles this gather-heavy step slowly (seconds per shape).
-            step = tf.function(step, reduce_retracing=False)
-        elif keras.backend.backend() == "jax":
-            import jax
-
-            step = jax.jit(step)
-        fns["beam_step"] = step
-    return fns["beam_step"]
-
-
-def _penalise_unpadded(scores, seqs, prompt_mask, penalty):
-    """`gpt2_core.sampling.repetition_penalty` over each row minus its left padding, as
-    transformers 5.x applies it (`prompt_ignore_length`)."""
-    scores = scores.copy()
-    for b, row in enumerate(seqs):
-        pad_len = int(np.argmax(prompt_mask[b] != 0))
-        scores[b:b + 1] = sampling.repetition_penalty(scores[b:b + 1], row[None, pad_len:], penalty)
-    return scores
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
-
-
-def _topk(x: np.ndarray, k: int) -> np.ndarray:
-    return np.argsort(-x, axis=-1, kind="stable")[:, :k]
-
-
-def _gather(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    return np.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
-
-
-def beam_search(model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, num_beams: int,
-                cfg: SamplingConfig, eos: Sequence[int], pad: int, length_penalty: float,
-                early_stopping: bool | str) -> np.ndarray:
-    """transformers' `_beam_search` (v5, vectorised), step for step. Shapes: (B, P) -> (B, P + n)."""
-    B, P = ids.shape
-    nb, V = num_beams, model.config.vocab_size
-    max_length = P + max_new_tokens
-    keep = max(2, 1 + len(eos)) * nb
-    top_mask = np.arange(keep) < nb
-    # transformers writes `pad_token_id or eos_token_id[0]`: a pad id of 0 falls back to EOS.
-    fill = (pad or eos[0]) if eos else -1
-    running = np.full((B, nb, max_length), fill, np.int64)
-    running[:, :, :P] = ids[:, None]
-    sequences = running.copy()
-    running_scores = np.zeros((B, nb), np.float32)
-    running_scores[:, 1:] = -1e9
-    beam_scores = np.full((B, nb), -1e9, np.float32)
-    finished = np.zeros((B, nb), bool)
-    heuristic_open = np.ones((B, 1), bool)
-    running_bi = np.full((B, nb, max_new_tokens), -1, np.int64)
-    beam_indices = running_bi.copy()
-
-    prompt, mask_buf, _ = bucket_prompt(np.repeat(ids, nb, 0), np.repeat(mask, nb, 0),
-                                        max_new_tokens, pad)
-    P_b = prompt.shape[1]
-    c = model.config
-    cache = empty_cache(c, B * nb, mask_buf.shape[1], model.transformer.compute_dtype)
-    step = _beam_step(model)
-    identity = ops.arange(B * nb, dtype="int32")
-    logits, cache = step(ops.convert_to_tensor(prompt), ops.convert_to_tensor(mask_buf), cache,
-                         ops.convert_to_tensor(0, "int32"), identity)
-    cur = P
-    while True:
-        logp = _log_softmax(np.asarray(ops.convert_to_numpy(logits), np.float32))
-        seqs = running[:, :, :cur].reshape(B * nb, cur)
-        if cfg.repetition_penalty is not None and cfg.repetition_penalty != 1.0:
-            logp = _penalise_unpadded(logp, seqs, np.repeat(mask, nb, 0), cfg.repetition_penalty)
-        logp = sampling.process(logp, seqs, dataclasses.replace(cfg, do_sample=False,
-                                                                repetition_penalty=None),
-                                cur - P, eos)
-        logp = (logp.reshape(B, nb, V) + running_scores[:, :, None]).reshape(B, nb * V)
-        idx = _topk(logp, keep)
-        topk_lp = np.take_along_axis(logp, idx, 1)
-        beam_of, tok = idx // V, idx % V
-        topk_seq = _gather(running, beam_of)
-        topk_seq[:, :, cur] = tok
-        topk_bi = _gather(running_bi, beam_of)
-        topk_bi[:, :, cur - P] = beam_of + np.arange(B)[:, None] * nb
-        hits = np.isin(tok, eos) | (cur + 1 >= max_length)  # EOS and max-length criteria
-
-        trl = (topk_lp + hits * -1e9).astype(np.float32)
-        nxt = _topk(trl, nb)
-        running, running_scores, running_bi = _gather(topk_seq, nxt), _gather(trl, nxt), _gather(topk_bi, nxt)
-
-        just = hits & top_mask[None]
-        s = topk_lp / ((cur + 1 - P) ** length_penalty)
-        s = s + (finished.all(-1, keepdims=True) & (early_stopping is True)) * -1e9
-        s = s + (~heuristic_open) * -1e9 + (~just) * -1e9
-        merged = np.concatenate([beam_scores, s.astype(np.float32)], 1)
-        top = _topk(merged, nb)
-        sequences = _gather(np.concatenate([sequences, topk_seq], 1), top)
-        beam_scores = _gather(merged, top)
-        beam_indices = _gather(np.concatenate([beam_indices, topk_bi], 1), top)
-        finished = _gather(np.concatenate([finished, just], 1), top)
-
-        beam_idx = running_bi[..., cur - P].reshape(-1)
-        cur += 1
-        best_len = (max_length - P) if early_stopping == "never" and length_penalty > 0 else cur - P
-        best_running = running_scores[:, :1] / (best_len ** length_penalty)
-        worst_finished = np.where(finished, beam_scores.min(1, keepdims=True), -1e9)
-        heuristic_open = heuristic_open & np.any(best_running > worst_finished, -1, keepdims=True)
-        go_on = (heuristic_open.any() and not (finished.all() and early_stopping is True)
-                 and not hits.all())
-        if not go_on:
-            break
-        pos = P_b + cur - 1 - P
-        mask_buf[:, pos] = 1
-        tok_in = running[:, :, cur - 1].reshape(B * nb, 1).astype(np.int32)
-        logits, cache = step(ops.convert_to_tensor(tok_in), ops.convert_to_tensor(mask_buf), cache,
-                             ops.convert_to_tensor(pos, "int32"),
-                             ops.convert_to_tensor(beam_idx.astype(np.int32)))
-    best = beam_indices[:, 0]
-    generated = int(((best + 1) != 0).sum(1).max())
-    return sequences[:, 0, :P + generated]
+    Shapes: (B, P) -> (B, P + n).
+    """
+    if not hasattr(model, "_generate_traces"):
+        model._generate_traces = 0
+    nb = spec.num_beams
+    prompt, mask_buf, offset = bucket_prompt(np.repeat(ids, nb, 0), np.repeat(mask, nb, 0),
+                                             max_new_tokens, spec.pad)
+    sequences, lengths = beams.compiled(model, spec, JIT_COMPILE)(
+        ops.convert_to_tensor(prompt), ops.convert_to_tensor(mask_buf),
+        ops.convert_to_tensor(offset, "int32"), ops.convert_to_tensor(max_new_tokens, "int32"))
+    best = np.asarray(ops.convert_to_numpy(sequences))[:, 0]  # (B, S)
+    generated = int(np.asarray(ops.convert_to_numpy(lengths))[:, 0].max())
+    return best[:, offset:prompt.shape[1] + generated]
 
 
 # ---- the public entry point ------------------------------------------------------------------
@@ -409,8 +293,8 @@ def generate(model, input_ids=None, attention_mask=None, *, max_new_tokens: int 
                          repetition_penalty=repetition_penalty,
                          no_repeat_ngram_size=no_repeat_ngram_size, min_new_tokens=min_new_tokens)
     if num_beams > 1:
-        out = beam_search(model, ids, mask, max_new_tokens, num_beams, cfg, eos, pad,
-                          length_penalty, early_stopping)
+        out = beam_search(model, ids, mask, max_new_tokens,
+                          beams.BeamSpec(cfg, eos, pad, num_beams, float(length_penalty), early_stopping))
     else:
         seed = int(np.random.default_rng().integers(2**31 - 1)) if seed is None else seed
         out = sample(model, ids, mask, max_new_tokens, DecodeSpec(cfg, eos, pad), seed)

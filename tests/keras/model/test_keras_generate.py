@@ -50,6 +50,9 @@ CASES = {
     "beams_lp_early": dict(num_beams=4, length_penalty=0.6, early_stopping=True),
     "beams_never": dict(num_beams=2, length_penalty=1.5, early_stopping="never",
                         no_repeat_ngram_size=3),
+    "beams_lp2": dict(num_beams=3, length_penalty=2.0),
+    "beams_never_negative_lp": dict(num_beams=3, length_penalty=-0.5, early_stopping="never"),
+    "beams_repetition_min_new": dict(num_beams=3, repetition_penalty=1.3, min_new_tokens=3),
 }
 
 
@@ -67,6 +70,28 @@ def test_generate_is_token_identical_to_transformers(pair, case):
                                max_new_tokens=14, do_sample=False, eos_token_id=eos,
                                pad_token_id=config.pad_token_id, **kw).numpy()
     np.testing.assert_array_equal(got, want)
+
+
+def transformers_generate(theirs, config, ids, mask, **kw):
+    with torch.no_grad():
+        return theirs.generate(torch.from_numpy(ids.astype(np.int64)),
+                               attention_mask=torch.from_numpy(mask.astype(np.int64)),
+                               do_sample=False, pad_token_id=config.pad_token_id, **kw).numpy()
+
+
+@pytest.mark.parametrize("early_stopping", [False, True, "never"])
+def test_beam_search_with_frequent_eos_ids_matches_transformers(pair, early_stopping):
+    """Several EOS ids taken from the greedy continuation, so hypotheses finish at different
+    steps and the finished buffer, the early-stop heuristic and the final crop all matter."""
+    config, ours, theirs = pair
+    ids, mask = left_padded(config, seed=1)
+    greedy = ours.generate(ids, attention_mask=mask, max_new_tokens=6)
+    eos = sorted({int(t) for t in greedy[:, 9:11].ravel()})[:3]
+    # with these weights the three early_stopping modes return 6, 3 and 12 new tokens
+    kw = dict(max_new_tokens=12, num_beams=3, eos_token_id=eos, early_stopping=early_stopping,
+              length_penalty=2.0)
+    got = ours.generate(ids, attention_mask=mask, **kw)
+    np.testing.assert_array_equal(got, transformers_generate(theirs, config, ids, mask, **kw))
 
 
 def test_generate_stops_when_every_row_hit_eos(pair):
