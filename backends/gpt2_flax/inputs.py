@@ -26,12 +26,13 @@ Array = jax.Array
 class CoreInputs(NamedTuple):
     """Everything the compiled forward pass needs; all arrays, static shapes."""
 
-    input_ids: Array               # (B, T) int32
+    input_ids: Array | None        # (B, T) int32; None when `inputs_embeds` replaces them
     position_ids: Array            # (B, T) int32
     token_type_ids: Array | None   # (B, T) int32
     key_mask: Array | None         # (B, M)
     cache: KVCache                 # L x (B, nh, M, hs)
     head_mask: Array | None        # (L, nh)
+    inputs_embeds: Array | None = None  # (B, T, C), used instead of wte(input_ids)
 
 
 def is_traced(x: Any) -> bool:
@@ -68,6 +69,23 @@ def validate(config: GPT2Config, input_ids, attention_mask, position_ids, token_
                  _for_check(token_type_ids), past_len, _for_check(labels))
 
 
+def check_one_source(config: GPT2Config, input_ids, inputs_embeds) -> None:
+    """Exactly one of `input_ids` / `inputs_embeds` (B, T, n_embd), as Hugging Face."""
+    if input_ids is not None and inputs_embeds is not None:
+        raise ValueError("Pass either `input_ids` or `inputs_embeds` (which replaces "
+                         "wte(input_ids)), not both. Received both.")
+    if input_ids is None and inputs_embeds is None:
+        raise ValueError(f"Pass `input_ids` (batch, seq) or `inputs_embeds` (batch, seq, "
+                         f"n_embd={config.n_embd}). Received neither.")
+    if inputs_embeds is None:
+        return
+    if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != config.n_embd:
+        raise ValueError(f"`inputs_embeds` must have shape (batch, seq, n_embd={config.n_embd}). "
+                         f"Received shape {tuple(inputs_embeds.shape)}.")
+    if not jnp.issubdtype(inputs_embeds.dtype, jnp.floating):
+        raise TypeError(f"`inputs_embeds` must hold floats. Received dtype {inputs_embeds.dtype}.")
+
+
 def _past_length(past_key_values, config: GPT2Config) -> int:
     if len(past_key_values) != config.n_layer:
         raise ValueError(f"`past_key_values` must hold one (key, value) pair per layer "
@@ -76,11 +94,17 @@ def _past_length(past_key_values, config: GPT2Config) -> int:
 
 
 def prepare(config: GPT2Config, dtype, input_ids, attention_mask=None, position_ids=None,
-            token_type_ids=None, past_key_values=None, labels=None, head_mask=None
-            ) -> tuple[CoreInputs, Array | None, str]:
+            token_type_ids=None, past_key_values=None, labels=None, head_mask=None,
+            inputs_embeds=None) -> tuple[CoreInputs, Array | None, str]:
     """Validate and build `CoreInputs`. Returns `(core, labels, past_kind)` where past_kind is
     "none", "tuple" (HF-shaped pairs in, pairs out) or "cache" (a `KVCache` in and out)."""
     input_ids = _as_array(input_ids, "input_ids")
+    inputs_embeds = _as_array(inputs_embeds, "inputs_embeds")
+    check_one_source(config, input_ids, inputs_embeds)
+    given_ids = input_ids
+    if inputs_embeds is not None:
+        # in-range stand-in ids of the embeddings' (B, T): every shape rule below still applies
+        input_ids = jnp.zeros(inputs_embeds.shape[:2], jnp.int32)
     attention_mask = _as_array(attention_mask, "attention_mask")
     position_ids = _as_array(position_ids, "position_ids")
     token_type_ids = _as_array(token_type_ids, "token_type_ids")
@@ -121,9 +145,9 @@ def prepare(config: GPT2Config, dtype, input_ids, attention_mask=None, position_
         position_ids = default_position_ids(attention_mask, cache.index, B, T)
     hm = None if head_mask is None else jnp.broadcast_to(
         jnp.asarray(head_mask, dtype), (config.n_layer, config.n_head))
-    core = CoreInputs(input_ids, position_ids.astype(jnp.int32),
+    core = CoreInputs(None if given_ids is None else input_ids, position_ids.astype(jnp.int32),
                       None if token_type_ids is None else token_type_ids.astype(jnp.int32),
-                      attention_mask, cache, hm)
+                      attention_mask, cache, hm, inputs_embeds)
     return core, labels, kind
 
 

@@ -234,18 +234,22 @@ class Transformer(nnx.Module):
         self.ln_f = _layer_norm(config, dtype, param_dtype, rngs)
         self.dtype = dtype
 
-    def __call__(self, input_ids: Array, position_ids: Array, cache: KVCache,
+    def __call__(self, input_ids: Array | None, position_ids: Array, cache: KVCache,
                  key_mask: Array | None = None, token_type_ids: Array | None = None,
                  head_mask: Array | None = None, output_attentions: bool = False,
-                 output_hidden_states: bool = False):
+                 output_hidden_states: bool = False, inputs_embeds: Array | None = None):
         """The core: few arguments, static shapes.
 
         Shapes: input_ids, position_ids, token_type_ids (B, T); cache L x (B, nh, M, hs);
-        key_mask (B, M) (1 = attend) -> x (B, T, C) after `ln_f`, the updated cache,
-        hidden states L + 1 x (B, T, C) (or ()), attentions L x (B, nh, T, M) (or ()).
+        key_mask (B, M) (1 = attend); inputs_embeds (B, T, C) instead of wte(input_ids) ->
+        x (B, T, C) after `ln_f`, the updated cache, hidden states L + 1 x (B, T, C) (or ()),
+        attentions L x (B, nh, T, M) (or ()).
         """
-        B, T = input_ids.shape
-        x = _embed(self.wte.embedding[...], input_ids, self.dtype)
+        B, T = position_ids.shape
+        if inputs_embeds is None:
+            x = _embed(self.wte.embedding[...], input_ids, self.dtype)
+        else:
+            x = inputs_embeds.astype(self.dtype)
         x = x + _embed(self.wpe.embedding[...], position_ids, self.dtype)
         if token_type_ids is not None:  # GPT-2 embeds token types with `wte`
             x = x + _embed(self.wte.embedding[...], token_type_ids, self.dtype)

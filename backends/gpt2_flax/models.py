@@ -156,10 +156,10 @@ class _GPT2Base(nnx.Module):
     # ---- the forward pass ---------------------------------------------------------------------
     def _run(self, input_ids, attention_mask, position_ids, token_type_ids, past_key_values,
              head_mask, extra: dict, output_attentions: bool, output_hidden_states: bool,
-             use_cache: bool):
+             use_cache: bool, inputs_embeds=None):
         core, labels, kind = prepare(self.config, self.dtype, input_ids, attention_mask,
                                      position_ids, token_type_ids, past_key_values,
-                                     extra.get("labels"), head_mask)
+                                     extra.get("labels"), head_mask, inputs_embeds)
         extra = {**extra, "labels": labels}
         if any(is_traced(leaf) for leaf in jax.tree.leaves((core, extra))):
             # inside the caller's own jit/grad: trace straight through (a nested nnx.jit
@@ -177,23 +177,25 @@ class _GPT2Base(nnx.Module):
     def body(self, core: CoreInputs, output_attentions: bool, output_hidden_states: bool):
         return self.transformer(core.input_ids, core.position_ids, core.cache, core.key_mask,
                                 core.token_type_ids, core.head_mask, output_attentions,
-                                output_hidden_states)
+                                output_hidden_states, core.inputs_embeds)
 
 
 class GPT2Model(_GPT2Base):
     """The bare transformer; `last_hidden_state` is after `ln_f`.
 
-    Shapes: input_ids (B, T) -> last_hidden_state (B, T, C).
+    Shapes: input_ids (B, T) (or inputs_embeds (B, T, C) in place of `wte(input_ids)`) ->
+    last_hidden_state (B, T, C).
     """
 
     head = "base"
 
-    def __call__(self, input_ids, attention_mask=None, *, position_ids=None, token_type_ids=None,
-                 past_key_values=None, head_mask=None, use_cache: bool = True,
+    def __call__(self, input_ids=None, attention_mask=None, *, position_ids=None, token_type_ids=None,
+                 past_key_values=None, head_mask=None, inputs_embeds=None, use_cache: bool = True,
                  output_attentions: bool = False,
                  output_hidden_states: bool = False) -> BaseModelOutput:
         return self._run(input_ids, attention_mask, position_ids, token_type_ids, past_key_values,
-                         head_mask, {}, output_attentions, output_hidden_states, use_cache)
+                         head_mask, {}, output_attentions, output_hidden_states, use_cache,
+                         inputs_embeds)
 
     def forward(self, core, extra, output_attentions, output_hidden_states):
         x, cache, hidden, attn = self.body(core, output_attentions, output_hidden_states)
@@ -203,7 +205,8 @@ class GPT2Model(_GPT2Base):
 class GPT2LMHeadModel(_GPT2Base):
     """GPT-2 with the language-modelling head (tied to `wte` unless the config unties it).
 
-    Shapes: input_ids (B, T) -> logits (B, T, V); labels (B, T) with -100 to skip.
+    Shapes: input_ids (B, T) (or inputs_embeds (B, T, C)) -> logits (B, T, V); labels (B, T)
+    with -100 to skip.
     """
 
     head = "lm"
@@ -228,13 +231,13 @@ class GPT2LMHeadModel(_GPT2Base):
             return self.transformer.wte.embedding[...].T
         return self.lm_head.kernel[...]
 
-    def __call__(self, input_ids, attention_mask=None, *, position_ids=None, token_type_ids=None,
-                 past_key_values=None, labels=None, head_mask=None, use_cache: bool = True,
-                 output_attentions: bool = False,
+    def __call__(self, input_ids=None, attention_mask=None, *, position_ids=None, token_type_ids=None,
+                 past_key_values=None, labels=None, head_mask=None, inputs_embeds=None,
+                 use_cache: bool = True, output_attentions: bool = False,
                  output_hidden_states: bool = False) -> CausalLMOutput:
         return self._run(input_ids, attention_mask, position_ids, token_type_ids, past_key_values,
                          head_mask, {"labels": labels}, output_attentions, output_hidden_states,
-                         use_cache)
+                         use_cache, inputs_embeds)
 
     def forward(self, core, extra, output_attentions, output_hidden_states):
         x, cache, hidden, attn = self.body(core, output_attentions, output_hidden_states)
@@ -296,10 +299,24 @@ class SequenceSummary(nnx.Module):
         return jnp.tanh(out) if self.use_tanh else out
 
 
+def _choices_shape(input_ids, inputs_embeds) -> tuple[int, int]:
+    """(B, nc) of the double-heads inputs: ids (B, nc, T) or embeddings (B, nc, T, C)."""
+    if input_ids is not None:
+        if np.ndim(input_ids) != 3:
+            raise ValueError("`input_ids` of GPT2DoubleHeadsModel must have shape (batch, "
+                             f"num_choices, seq). Received shape {np.shape(input_ids)}.")
+        return np.shape(input_ids)[:2]
+    if inputs_embeds is not None and np.ndim(inputs_embeds) != 4:
+        raise ValueError("`inputs_embeds` of GPT2DoubleHeadsModel must have shape (batch, "
+                         f"num_choices, seq, n_embd). Received shape {np.shape(inputs_embeds)}.")
+    return (1, 1) if inputs_embeds is None else np.shape(inputs_embeds)[:2]  # neither: prepare says
+
+
 class GPT2DoubleHeadsModel(GPT2LMHeadModel):
     """LM head plus a multiple-choice head. Inputs carry a choices axis.
 
-    Shapes: input_ids (B, nc, T), mc_token_ids (B, nc) -> logits (B, nc, T, V), mc_logits (B, nc).
+    Shapes: input_ids (B, nc, T) (or inputs_embeds (B, nc, T, C)), mc_token_ids (B, nc) ->
+    logits (B, nc, T, V), mc_logits (B, nc).
     """
 
     head = "double_heads"
@@ -309,23 +326,21 @@ class GPT2DoubleHeadsModel(GPT2LMHeadModel):
         self.multiple_choice_head = SequenceSummary(
             self.config, lambda i, o: self._linear_head(i, o, rngs, use_bias=True))
 
-    def __call__(self, input_ids, attention_mask=None, *, mc_token_ids=None, position_ids=None,
-                 token_type_ids=None, labels=None, mc_labels=None, head_mask=None,
+    def __call__(self, input_ids=None, attention_mask=None, *, mc_token_ids=None, position_ids=None,
+                 token_type_ids=None, labels=None, mc_labels=None, head_mask=None, inputs_embeds=None,
                  output_attentions: bool = False,
                  output_hidden_states: bool = False) -> DoubleHeadsModelOutput:
-        input_ids = jnp.asarray(input_ids)
-        if input_ids.ndim != 3:
-            raise ValueError("`input_ids` of GPT2DoubleHeadsModel must have shape (batch, "
-                             f"num_choices, seq). Received shape {input_ids.shape}.")
-        B, nc, T = input_ids.shape
+        B, nc = _choices_shape(input_ids, inputs_embeds)
 
-        def flat(a):
-            return None if a is None else jnp.asarray(a).reshape(B * nc, -1)
+        def flat(a, tail: int = 0):  # (B, nc, T, ...) -> (B * nc, T, ...)
+            return None if a is None else jnp.asarray(a).reshape(
+                B * nc, *np.shape(a)[len(np.shape(a)) - 1 - tail:])
         extra = {"labels": flat(labels), "mc_token_ids": mc_token_ids, "mc_labels": mc_labels,
                  "choices": jnp.zeros((B, nc), jnp.int8)}
         return self._run(flat(input_ids), flat(attention_mask), flat(position_ids),
                          flat(token_type_ids), None, head_mask, extra, output_attentions,
-                         output_hidden_states, use_cache=False)
+                         output_hidden_states, use_cache=False,
+                         inputs_embeds=flat(inputs_embeds, tail=1))
 
     def forward(self, core, extra, output_attentions, output_hidden_states):
         x, _, hidden, attn = self.body(core, output_attentions, output_hidden_states)
@@ -356,10 +371,10 @@ class GPT2ForSequenceClassification(_GPT2Base):
         self.score = self._linear_head(self.config.n_embd, self.config.num_labels, rngs,
                                        use_bias=False)
 
-    def __call__(self, input_ids, attention_mask=None, *, position_ids=None, token_type_ids=None,
-                 labels=None, head_mask=None, output_attentions: bool = False,
+    def __call__(self, input_ids=None, attention_mask=None, *, position_ids=None, token_type_ids=None,
+                 labels=None, head_mask=None, inputs_embeds=None, output_attentions: bool = False,
                  output_hidden_states: bool = False) -> SequenceClassifierOutput:
-        B = np.shape(input_ids)[0]
+        B = np.shape(input_ids if input_ids is not None else inputs_embeds)[0]
         if self.config.pad_token_id is None and B != 1:
             raise ValueError("GPT2ForSequenceClassification needs `config.pad_token_id` to find "
                              f"each row's last token when the batch has more than one row. "
@@ -367,13 +382,14 @@ class GPT2ForSequenceClassification(_GPT2Base):
         labels = None if labels is None else jnp.asarray(labels)
         return self._run(input_ids, attention_mask, position_ids, token_type_ids, None, head_mask,
                          {"cls_labels": labels}, output_attentions, output_hidden_states,
-                         use_cache=False)
+                         use_cache=False, inputs_embeds=inputs_embeds)
 
     def forward(self, core, extra, output_attentions, output_hidden_states):
         x, _, hidden, attn = self.body(core, output_attentions, output_hidden_states)
         logits = self.score(x)  # (B, T, N)
-        B, T = core.input_ids.shape
-        if self.config.pad_token_id is None:
+        B, T = core.position_ids.shape
+        if self.config.pad_token_id is None or core.input_ids is None:
+            # no ids to search for pads (HF does the same with inputs_embeds): the last position
             last = jnp.full((B,), T - 1)
         else:  # the rightmost non-pad token, for left and right padding alike
             last = jnp.argmax(jnp.arange(T) * (core.input_ids != self.config.pad_token_id), -1)
@@ -411,12 +427,12 @@ class GPT2ForTokenClassification(_GPT2Base):
         self.classifier = self._linear_head(self.config.n_embd, self.config.num_labels, rngs,
                                             use_bias=True)
 
-    def __call__(self, input_ids, attention_mask=None, *, position_ids=None, token_type_ids=None,
-                 labels=None, head_mask=None, output_attentions: bool = False,
+    def __call__(self, input_ids=None, attention_mask=None, *, position_ids=None, token_type_ids=None,
+                 labels=None, head_mask=None, inputs_embeds=None, output_attentions: bool = False,
                  output_hidden_states: bool = False) -> SequenceClassifierOutput:
         return self._run(input_ids, attention_mask, position_ids, token_type_ids, None, head_mask,
                          {"labels": labels}, output_attentions, output_hidden_states,
-                         use_cache=False)
+                         use_cache=False, inputs_embeds=inputs_embeds)
 
     def forward(self, core, extra, output_attentions, output_hidden_states):
         x, _, hidden, attn = self.body(core, output_attentions, output_hidden_states)
@@ -435,13 +451,14 @@ class GPT2ForQuestionAnswering(_GPT2Base):
     def _init_head(self, rngs):
         self.qa_outputs = self._linear_head(self.config.n_embd, 2, rngs, use_bias=True)
 
-    def __call__(self, input_ids, attention_mask=None, *, position_ids=None, token_type_ids=None,
-                 start_positions=None, end_positions=None, head_mask=None,
+    def __call__(self, input_ids=None, attention_mask=None, *, position_ids=None, token_type_ids=None,
+                 start_positions=None, end_positions=None, head_mask=None, inputs_embeds=None,
                  output_attentions: bool = False,
                  output_hidden_states: bool = False) -> QuestionAnsweringOutput:
         extra = {"start_positions": start_positions, "end_positions": end_positions}
         return self._run(input_ids, attention_mask, position_ids, token_type_ids, None, head_mask,
-                         extra, output_attentions, output_hidden_states, use_cache=False)
+                         extra, output_attentions, output_hidden_states, use_cache=False,
+                         inputs_embeds=inputs_embeds)
 
     def forward(self, core, extra, output_attentions, output_hidden_states):
         x, _, hidden, attn = self.body(core, output_attentions, output_hidden_states)
