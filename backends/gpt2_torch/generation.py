@@ -8,7 +8,8 @@ only, the processors of `gpt2_core.sampling` (torch versions in `processors.py`)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -45,6 +46,7 @@ class GenerationOptions:
     stop_strings: tuple[str, ...] = ()
     tokenizer: Any = None
     seed: int | None = None
+    compile: bool = False
 
 
 @dataclasses.dataclass
@@ -68,7 +70,8 @@ class GenerationMixin:
                  stop_strings: str | Sequence[str] | None = None, tokenizer: Tokenizer | None = None,
                  num_beams: int = 1, length_penalty: float = 1.0,
                  early_stopping: bool | str = False, num_return_sequences: int = 1,
-                 seed: int | None = None, streamer: Streamer | None = None) -> torch.Tensor:
+                 seed: int | None = None, streamer: Streamer | None = None,
+                 compile: bool = False) -> torch.Tensor:
         """Continue each prompt; returns prompt plus new tokens.
 
         Shapes: input_ids (B, T) (left-pad prompts of different lengths and pass
@@ -82,12 +85,21 @@ class GenerationMixin:
                 by generated length ** length_penalty; `early_stopping` True, False or "never").
             seed: seeds a private `torch.Generator` for sampling (reproducible).
             streamer: an object with `put`/`end` (e.g. transformers' `TextStreamer`).
+            compile: run each decoding step through `torch.compile(fullgraph=True,
+                dynamic=False)` on a static cache whose length is rounded up to a multiple of
+                64 (capped at `n_positions`). The compiled step is kept on the model per
+                (batch, cache length, dtype, device), so later calls whose prompt plus
+                `max_new_tokens` falls in the same bucket reuse it without recompiling. The
+                first call pays the compilation (seconds to a minute); the prompt itself runs
+                eagerly. Tokens are those of `compile=False` (greedy, sampling, beam search).
+                torch keeps at most `torch._dynamo.config.recompile_limit` compiled variants
+                of the step and runs further shapes eagerly.
         """
         ids, mask, opts = self._prepare_generation(
             input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k, top_p,
             repetition_penalty, no_repeat_ngram_size, min_new_tokens, eos_token_id, pad_token_id,
             stop_strings, tokenizer, num_beams, length_penalty, early_stopping,
-            num_return_sequences, seed)
+            num_return_sequences, seed, compile)
         if opts.num_beams > 1:
             if streamer is not None:
                 raise ValueError("`streamer` cannot be used with beam search (num_beams > 1), as "
@@ -115,12 +127,15 @@ class GenerationMixin:
                         pad_token_id: int | None = None,
                         stop_strings: str | Sequence[str] | None = None,
                         tokenizer: Tokenizer | None = None,
-                        seed: int | None = None) -> Iterator[StreamStep]:
-        """Yield each step's new tokens (and text, with a tokenizer) as `generate` makes them."""
+                        seed: int | None = None, compile: bool = False) -> Iterator[StreamStep]:
+        """Yield each step's new tokens (and text, with a tokenizer) as `generate` makes them
+        (arguments as `generate`, `compile` included).
+
+        Shapes: input_ids (B, T) -> each step's `token_ids` (B,)."""
         ids, mask, opts = self._prepare_generation(
             input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k, top_p,
             repetition_penalty, no_repeat_ngram_size, min_new_tokens, eos_token_id, pad_token_id,
-            stop_strings, tokenizer, 1, 1.0, False, 1, seed)
+            stop_strings, tokenizer, 1, 1.0, False, 1, seed, compile)
         rows: list[list[int]] = [[] for _ in range(ids.shape[0])]
         texts = ["" for _ in rows]
         for tokens in decode_tokens(self, ids, mask, opts):
@@ -156,7 +171,10 @@ class GenerationMixin:
     def _prepare_generation(self, input_ids, attention_mask, max_new_tokens, do_sample, temperature,
                             top_k, top_p, repetition_penalty, no_repeat_ngram_size, min_new_tokens,
                             eos_token_id, pad_token_id, stop_strings, tokenizer, num_beams,
-                            length_penalty, early_stopping, num_return_sequences, seed):
+                            length_penalty, early_stopping, num_return_sequences, seed, compile):
+        if not isinstance(compile, bool):
+            raise TypeError(f"`compile` must be True or False. Received: compile={compile!r} "
+                            f"({type(compile).__name__}).")
         ids = inputs.to_tensor(input_ids, "input_ids", self.device)
         if ids.ndim == 1:
             ids = ids[None]
@@ -199,26 +217,68 @@ class GenerationMixin:
             mask = None if mask is None else mask.repeat_interleave(num_return_sequences, 0)
         opts = GenerationOptions(max_new_tokens, sampling, eos, pad, num_beams, length_penalty,
                                  early_stopping, num_return_sequences, tuple(stop_strings or ()),
-                                 tokenizer, seed)
+                                 tokenizer, seed, compile)
         return ids, mask, opts
+
+
+# Compiled decoding rounds the static cache up to a multiple of this many slots, so prompts of
+# different lengths share one compiled step (the step's shapes include the cache length).
+CACHE_BUCKET = 64
+
+# model -> {(batch, cache length, dtype, device): compiled step}. Weak keys, and a compiled plain
+# function that takes the model as an argument (not a bound method), so the cache neither keeps
+# a model alive nor ends up in its pickle or deepcopy.
+_COMPILED_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def cache_bucket(length: int, n_positions: int) -> int:
+    """The static cache length compiled decoding uses for `length` slots: the next multiple of
+    `CACHE_BUCKET`, at most `n_positions`."""
+    return min(-(-length // CACHE_BUCKET) * CACHE_BUCKET, n_positions)
+
+
+def _decode_step(model, input_ids, position_ids, write_pos, key_mask, cache):
+    return model.decode_step(input_ids, position_ids, write_pos, key_mask, cache)
+
+
+def compiled_decode_step(model, batch_size: int, max_length: int) -> Callable[..., torch.Tensor]:
+    """`model.decode_step` under `torch.compile(fullgraph=True, dynamic=False)`, compiled once per
+    (batch, cache length, dtype, device) and model; called as `step(model, ...)`."""
+    weight = model.transformer.wte.weight
+    key = (batch_size, max_length, weight.dtype, weight.device)
+    steps = _COMPILED_STEPS.setdefault(model, {})
+    if key not in steps:
+        steps[key] = torch.compile(_decode_step, fullgraph=True, dynamic=False)
+    return steps[key]
 
 
 class _Decoder:
     """Runs the model over a static cache: `prefill(ids)` then `step(tokens)`; each returns the
-    float32 logits of the last position (B, V)."""
+    float32 logits of the last position (B, V).
 
-    def __init__(self, model, ids: torch.Tensor, mask: torch.Tensor | None, max_length: int) -> None:
+    Eager steps attend over the filled prefix of a `max_length` cache. Compiled steps (`compile`)
+    run `decode_step` on a cache of `cache_bucket(max_length)` slots with a key mask, so every
+    step of every call in the bucket has the same shapes; the prompt is prefilled eagerly.
+    """
+
+    def __init__(self, model, ids: torch.Tensor, mask: torch.Tensor | None, max_length: int,
+                 compile: bool = False) -> None:
         B, T0 = ids.shape
         self.model, self.T0 = model, T0
-        tr = model.transformer
-        self.cache = StaticCache(model.config, B, max_length, tr.wte.weight.dtype, ids.device)
+        S = cache_bucket(max_length, model.config.n_positions) if compile else max_length
+        self.cache = StaticCache(model.config, B, S, model.transformer.wte.weight.dtype, ids.device)
         self.padded = mask is not None and not bool(mask.all())
         self.full_mask = None
         if self.padded:
-            self.full_mask = torch.ones(B, max_length, dtype=torch.long, device=ids.device)
+            self.full_mask = torch.ones(B, S, dtype=torch.long, device=ids.device)
             self.full_mask[:, :T0] = mask
         self.positions = inputs.default_position_ids(mask if self.padded else None, 0, B, T0, ids.device)
         self.last_pos = self.positions[:, -1:]  # (B, 1)
+        self.compiled = compiled_decode_step(model, B, S) if compile else None
+        if compile:
+            # True for the prompt's non-pad slots, then for each new token as it is written
+            self.key_mask = torch.zeros(B, S, dtype=torch.bool, device=ids.device)  # (B, S)
+            self.key_mask[:, :T0] = True if mask is None else mask.bool()
 
     def _run(self, tokens: torch.Tensor, positions: torch.Tensor, start: int) -> torch.Tensor:
         T = tokens.shape[1]
@@ -229,12 +289,24 @@ class _Decoder:
         self.cache.length = start + T
         return self.model.lm_logits(out.last_hidden_state[:, -1]).float()  # last position only
 
+    def _run_compiled(self, tokens: torch.Tensor) -> torch.Tensor:
+        pos = self.cache.length
+        self.key_mask[:, pos] = True
+        write_pos = torch.tensor([pos], device=tokens.device)
+        # contiguous inputs: their strides are part of what the compiled step was built for
+        logits = self.compiled(self.model, tokens.reshape(-1, 1).contiguous(),
+                               self.last_pos.contiguous(), write_pos, self.key_mask, self.cache)
+        self.cache.length = pos + 1
+        return logits.float()
+
     def prefill(self, ids: torch.Tensor) -> torch.Tensor:
         return self._run(ids, self.positions, 0)
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B,) at sequence index `cache.length`."""
         self.last_pos = self.last_pos + 1
+        if self.compiled is not None:
+            return self._run_compiled(tokens)
         return self._run(tokens[:, None], self.last_pos, self.cache.length)
 
 
@@ -246,7 +318,7 @@ def decode_tokens(model, ids: torch.Tensor, mask: torch.Tensor | None,
         return
     B, T0 = ids.shape
     max_length = T0 + opts.max_new_tokens
-    dec = _Decoder(model, ids, mask, max_length)
+    dec = _Decoder(model, ids, mask, max_length, opts.compile)
     seq = torch.empty(B, max_length, dtype=torch.long, device=ids.device)
     seq[:, :T0] = ids
     eos = torch.tensor(opts.eos_token_ids, dtype=torch.long, device=ids.device)
@@ -313,7 +385,7 @@ def beam_search(model, ids: torch.Tensor, mask: torch.Tensor | None,
     improvable = torch.ones(B, 1, dtype=torch.bool, device=dev)
     running_idx = torch.full((B, nb, max_length - T0), -1, dtype=torch.int32, device=dev)
     beam_idx = running_idx.clone()
-    dec = _Decoder(model, ids, mask, max_length)
+    dec = _Decoder(model, ids, mask, max_length, opts.compile)
     logits = dec.prefill(ids)
     flat = ids
     cur = T0

@@ -183,3 +183,73 @@ def test_compiled_decode_step_fullgraph_matches_eager(tmp_path):
             got.append(step(ids[:, t:t + 1], pos, torch.tensor([t]), key_mask, cache))
     # compiled kernels fuse differently from eager: float32 rounding only
     torch.testing.assert_close(torch.stack(got[1:], 1), want[:, :5], atol=2e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """One 1-layer model shared by the `compile=True` tests: each new (batch, bucket) key costs
+    a compilation of several seconds."""
+    path = tmp_path_factory.mktemp("tiny")
+    config = CONFIGS["gelu_fast"]
+    write_checkpoint(path, config, seed=5)
+    model = GPT2LMHeadModel.from_pretrained(path)
+    rng = np.random.default_rng(12)
+    ids = rng.integers(3, config.vocab_size, (2, 8))
+    mask = np.ones_like(ids)
+    mask[1, :3] = 0
+    ids[1, :3] = 0
+    return model, ids, mask
+
+
+def _unique_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def test_compiled_generate_identical_to_eager_and_reused(tiny):
+    model, ids, mask = tiny
+    kw = dict(max_new_tokens=12, eos_token_id=[], pad_token_id=0)
+    want = model.generate(ids, attention_mask=mask, **kw)
+    got = model.generate(ids, attention_mask=mask, compile=True, **kw)
+    assert torch.equal(got, want)
+    compiled = _unique_graphs()
+    # a shorter prompt, unpadded, lands in the same cache-length bucket: no new compilation
+    short = ids[:, 3:]
+    eager = model.generate(short, **kw)
+    assert torch.equal(model.generate(short, compile=True, **kw), eager)
+    steps = [s.token_ids for s in model.stream_generate(short, compile=True, **kw)]
+    assert torch.equal(torch.stack(steps, 1), eager[:, 5:])
+    sampled = dict(do_sample=True, top_k=5, temperature=0.8, seed=4, **kw)
+    assert torch.equal(model.generate(short, compile=True, **sampled),
+                       model.generate(short, **sampled))
+    assert _unique_graphs() == compiled
+
+
+def test_compiled_beam_search_identical_to_eager(tiny):
+    model, ids, mask = tiny
+    # eos ids the greedy path emits early, so beams finish and the finished pool matters
+    eos = [int(t) for t in model.generate(ids, attention_mask=mask, max_new_tokens=3,
+                                          eos_token_id=[])[:, -2:].flatten()[:2]]
+    kw = dict(max_new_tokens=10, eos_token_id=eos, pad_token_id=0, num_beams=3,
+              num_return_sequences=2, length_penalty=0.7)
+    want = model.generate(ids, attention_mask=mask, **kw)
+    got = model.generate(ids, attention_mask=mask, compile=True, **kw)
+    assert torch.equal(got, want)
+
+
+def test_cache_bucket_rounds_up_and_caps():
+    from gpt2_torch.generation import cache_bucket
+
+    assert [cache_bucket(n, 1024) for n in (1, 37, 64, 65, 1000)] == [64, 64, 64, 128, 1024]
+    assert cache_bucket(20, 32) == 32
+
+
+@pytest.mark.parametrize("bad", [1, "yes", None])
+def test_compile_must_be_bool(models, bad):
+    ours, _ = models
+    ids = random_ids(CFG, (1, 3))
+    with pytest.raises(TypeError, match=r"`compile` must be True or False\. Received: compile="):
+        ours.generate(ids, max_new_tokens=2, compile=bad)
+    with pytest.raises(TypeError, match="`compile` must be True or False"):
+        next(ours.stream_generate(ids, max_new_tokens=2, compile=bad))
