@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import keras
 from keras import ops
 
 from gpt2_core.sampling import SamplingConfig
@@ -182,21 +181,3 @@ def beam_loop(model, spec: BeamSpec, prompt, mask, start, max_new):
     loop_state = (ops.convert_to_tensor(0, "int32"), mask, cache, logits, seen, state)
     *_, state = ops.while_loop(cond, body, loop_state)
     return state["sequences"], state["lengths"]
-
-
-def compiled(model, spec: BeamSpec, jit_compile: bool):
-    """The beam search for `spec`, compiled for the active Keras backend (cached on the model)."""
-    fns = model.__dict__.setdefault("_generate_fns", {})
-    key = ("beam", spec, jit_compile)
-    if key not in fns:
-        fn = lambda *args: beam_loop(model, spec, *args)  # noqa: E731
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            fn = tf.function(fn, jit_compile=jit_compile, reduce_retracing=False)
-        elif keras.backend.backend() == "jax":
-            import jax
-
-            fn = jax.jit(fn)
-        fns[key] = fn
-    return fns[key]

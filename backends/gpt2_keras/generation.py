@@ -14,7 +14,7 @@ Dimensions: B batch, P prompt, P_b bucketed prompt, S buffer, V vocab, nb beams.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import keras
 import numpy as np
@@ -94,6 +94,48 @@ def loop_head(model, B):
     return ops.cast(ops.transpose(wte), model.transformer.compute_dtype)  # (C, V)
 
 
+def prefill(model, spec: DecodeSpec, head, prompt, mask):
+    """Run the bucketed prompt through a fresh cache.
+
+    Shapes: prompt (B, P_b), mask (B, S) -> the decode state `(cur, tokens (B, S), mask (B, S),
+    cache, logits (B, V), done (B,), seen (B, V))`, with cur = P_b.
+    """
+    c = model.config
+    B, P_b = ops.shape(prompt)[0], ops.shape(prompt)[1]
+    S = ops.shape(mask)[1]
+    tokens = ops.concatenate([prompt, ops.full((B, S - P_b), spec.pad, "int32")], axis=1)
+    cache = empty_cache(c, B, S, model.transformer.compute_dtype)
+    out = model.transformer(prompt, attention_mask=mask, cache=cache, cache_index=0)
+    logits, cache = last_logits(model, out["last_hidden_state"], head), out["past_key_values"]
+    # transformers (5.x) leaves the left padding out of the repetition penalty
+    seen = processors.mark_seen(ops.zeros((B, c.vocab_size), "bool"), prompt, mask[:, :P_b] != 0)
+    return (ops.convert_to_tensor(P_b, "int32"), tokens, mask, cache, logits,
+            ops.zeros((B,), "bool"), seen)
+
+
+def decode_step(model, spec: DecodeSpec, head, P_b, start, seed, state):
+    """Choose one token per row from `logits`, write it at `cur` and run it through the model.
+
+    `P_b` is the bucketed prompt length, `start` the first prompt column (bucket padding
+    before it). Shapes: the state of `prefill` -> the same state, one position further.
+    """
+    cur, tokens, mask, cache, logits, done, seen = state
+    B = ops.shape(tokens)[0]
+    scores = processors.process(logits, spec.cfg, spec.eos, tokens=tokens, start=start, cur=cur,
+                                seen=seen, new_tokens=cur - P_b)
+    tok = choose(scores, spec.cfg.do_sample, seed, cur)
+    tok = ops.where(done, spec.pad, tok)  # finished rows are padded, as in transformers
+    tokens = ops.slice_update(tokens, [0, cur], tok[:, None])
+    mask = ops.slice_update(mask, [0, cur], ops.ones((B, 1), "int32"))
+    eos = ops.array(spec.eos or (-1,), "int32")
+    done = ops.logical_or(done, ops.any(tok[:, None] == eos[None, :], axis=-1))
+    if spec.cfg.repetition_penalty is not None and spec.cfg.repetition_penalty != 1.0:
+        seen = processors.mark_seen(seen, tok[:, None], ops.ones((B, 1), "bool"))  # its only reader
+    out = model.transformer(tok[:, None], attention_mask=mask, cache=cache, cache_index=cur)
+    return (cur + 1, tokens, mask, out["past_key_values"],
+            last_logits(model, out["last_hidden_state"], head), done, seen)
+
+
 def decode_loop(model, spec: DecodeSpec, prompt, mask, start, stop, seed):
     """The compiled body: prefill the bucketed prompt, then decode until `stop` or every row
     has produced an EOS.
@@ -101,47 +143,24 @@ def decode_loop(model, spec: DecodeSpec, prompt, mask, start, stop, seed):
     Shapes: prompt (B, P_b), mask (B, S) -> tokens (B, S), cur (number of filled positions).
     """
     model._generate_traces += 1  # runs at trace time only: counts compilations
-    c = model.config
     B, P_b = ops.shape(prompt)[0], ops.shape(prompt)[1]
-    S = ops.shape(mask)[1]
-    tokens = ops.concatenate([prompt, ops.full((B, S - P_b), spec.pad, "int32")], axis=1)
-    cache = empty_cache(c, B, S, model.transformer.compute_dtype)
     head = loop_head(model, B)  # loop-invariant: built once, outside the while loop
-    out = model.transformer(prompt, attention_mask=mask, cache=cache, cache_index=0)
-    logits, cache = last_logits(model, out["last_hidden_state"], head), out["past_key_values"]
-    # transformers (5.x) leaves the left padding out of the repetition penalty
-    seen = processors.mark_seen(ops.zeros((B, c.vocab_size), "bool"), prompt, mask[:, :P_b] != 0)
-    eos = ops.array(spec.eos or (-1,), "int32")
-    track_seen = spec.cfg.repetition_penalty is not None and spec.cfg.repetition_penalty != 1.0
 
     def cond(cur, tokens, mask, cache, logits, done, seen):
         return ops.logical_and(cur < stop, ops.logical_not(ops.all(done)))
 
-    def body(cur, tokens, mask, cache, logits, done, seen):
-        scores = processors.process(logits, spec.cfg, spec.eos, tokens=tokens, start=start, cur=cur,
-                                    seen=seen, new_tokens=cur - P_b)
-        tok = choose(scores, spec.cfg.do_sample, seed, cur)
-        tok = ops.where(done, spec.pad, tok)  # finished rows are padded, as in transformers
-        tokens = ops.slice_update(tokens, [0, cur], tok[:, None])
-        mask = ops.slice_update(mask, [0, cur], ops.ones((B, 1), "int32"))
-        done = ops.logical_or(done, ops.any(tok[:, None] == eos[None, :], axis=-1))
-        if track_seen:  # only the repetition penalty reads `seen`
-            seen = processors.mark_seen(seen, tok[:, None], ops.ones((B, 1), "bool"))
-        out = model.transformer(tok[:, None], attention_mask=mask, cache=cache, cache_index=cur)
-        return (cur + 1, tokens, mask, out["past_key_values"],
-                last_logits(model, out["last_hidden_state"], head), done, seen)
+    def body(*state):
+        return decode_step(model, spec, head, P_b, start, seed, state)
 
-    state = (ops.convert_to_tensor(P_b, "int32"), tokens, mask, cache, logits,
-             ops.zeros((B,), "bool"), seen)
-    cur, tokens, *_ = ops.while_loop(cond, body, state)
+    cur, tokens, *_ = ops.while_loop(cond, body, prefill(model, spec, head, prompt, mask))
     return tokens, cur
 
 
-def _compiled(model, spec: DecodeSpec):
+def _compile(model, key, fn):
+    """`fn` compiled for the active Keras backend, cached on the model under `key`."""
     fns = model.__dict__.setdefault("_generate_fns", {})
-    spec_key = (spec, JIT_COMPILE)
-    if spec_key not in fns:
-        fn = lambda *args: decode_loop(model, spec, *args)  # noqa: E731
+    key = (key, JIT_COMPILE)
+    if key not in fns:
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
@@ -150,8 +169,12 @@ def _compiled(model, spec: DecodeSpec):
             import jax
 
             fn = jax.jit(fn)  # the weights enter as constants of the compiled loop
-        fns[spec_key] = fn
-    return fns[spec_key]
+        fns[key] = fn
+    return fns[key]
+
+
+def _compiled(model, spec: DecodeSpec):
+    return _compile(model, ("loop", spec), lambda *args: decode_loop(model, spec, *args))
 
 
 def bucket_prompt(ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, pad: int):
@@ -180,6 +203,27 @@ def sample(model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, spec: 
     return np.asarray(ops.convert_to_numpy(tokens))[:, offset:int(ops.convert_to_numpy(cur))]
 
 
+def stream(model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, spec: DecodeSpec,
+           seed: int) -> Iterator[np.ndarray]:
+    """Greedy or sampled decoding with the loop on the host: the compiled loop's own `prefill`
+    and `decode_step` (each compiled once per bucket) on the same preallocated cache, so the
+    tokens are the compiled loop's. Yields each step's tokens (B,) int32, `pad` for finished rows.
+    """
+    prompt, mask_buf, offset = bucket_prompt(ids, mask, max_new_tokens, spec.pad)
+    B, P_b = prompt.shape
+    head = loop_head(model, B)
+    first = _compile(model, ("prefill", spec), lambda h, p, m: prefill(model, spec, h, p, m))
+    step = _compile(model, ("step", spec), lambda h, p, s, seed_, state: decode_step(
+        model, spec, h, p, s, seed_, state))
+    state = first(head, ops.convert_to_tensor(prompt), ops.convert_to_tensor(mask_buf))
+    consts = [ops.convert_to_tensor(v, "int32") for v in (P_b, offset, seed)]
+    for cur in range(P_b, P_b + max_new_tokens):
+        state = step(head, *consts, state)
+        yield np.asarray(ops.convert_to_numpy(state[1][:, cur]), np.int32)
+        if np.asarray(ops.convert_to_numpy(state[5])).all():
+            return
+
+
 # ---- beam search ------------------------------------------------------------------------------
 def beam_search(model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int,
                 spec: beams.BeamSpec) -> np.ndarray:
@@ -192,7 +236,8 @@ def beam_search(model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int,
     nb = spec.num_beams
     prompt, mask_buf, offset = bucket_prompt(np.repeat(ids, nb, 0), np.repeat(mask, nb, 0),
                                              max_new_tokens, spec.pad)
-    sequences, lengths = beams.compiled(model, spec, JIT_COMPILE)(
+    fn = _compile(model, ("beam", spec), lambda *args: beams.beam_loop(model, spec, *args))
+    sequences, lengths = fn(
         ops.convert_to_tensor(prompt), ops.convert_to_tensor(mask_buf),
         ops.convert_to_tensor(offset, "int32"), ops.convert_to_tensor(max_new_tokens, "int32"))
     best = np.asarray(ops.convert_to_numpy(sequences))[:, 0]  # (B, S)
@@ -256,7 +301,7 @@ def generate(model, input_ids=None, attention_mask=None, *, max_new_tokens: int 
              no_repeat_ngram_size: int | None = None, min_new_tokens: int = 0, eos_token_id=None,
              pad_token_id: int | None = None, num_beams: int = 1, length_penalty: float = 1.0,
              early_stopping: bool | str = False, stop_strings=None, tokenizer=None,
-             seed: int | None = None, prompts=None):
+             seed: int | None = None, prompts=None, streamer=None):
     """Prompt plus new tokens, with transformers' `generate` semantics.
 
     Shapes: input_ids (B, P) int, attention_mask (B, P) (left padding) -> (B, P + n) int32
@@ -269,6 +314,10 @@ def generate(model, input_ids=None, attention_mask=None, *, max_new_tokens: int 
         num_beams: > 1 runs beam search (deterministic; `do_sample` must be False).
         stop_strings: finish a row once its text ends with any of these (needs `tokenizer`).
         seed: the sampling seed (stateless: the same seed gives the same tokens).
+        streamer: an object with `put(value)` and `end()` (transformers' `BaseStreamer`): gets
+            the prompt ids (B, P), then each step's new tokens (B,), then `end()`. The decode loop
+            then runs on the host around the compiled step (same tokens; a compiled XLA loop
+            cannot call back into Python). Not with beam search.
     """
     c = model.config
     eos = tuple(c.eos_token_ids if eos_token_id is None else
@@ -288,6 +337,7 @@ def generate(model, input_ids=None, attention_mask=None, *, max_new_tokens: int 
         mask = (np.ones_like(ids) if attention_mask is None
                 else np.asarray(ops.convert_to_numpy(attention_mask)).reshape(ids.shape))
     _check_generate_args(c, ids, max_new_tokens, num_beams, do_sample)
+    _check_streamer(streamer, num_beams)
     ids, mask = ids.astype(np.int32), mask.astype(np.int32)
     cfg = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
                          repetition_penalty=repetition_penalty,
@@ -297,7 +347,9 @@ def generate(model, input_ids=None, attention_mask=None, *, max_new_tokens: int 
                           beams.BeamSpec(cfg, eos, pad, num_beams, float(length_penalty), early_stopping))
     else:
         seed = int(np.random.default_rng().integers(2**31 - 1)) if seed is None else seed
-        out = sample(model, ids, mask, max_new_tokens, DecodeSpec(cfg, eos, pad), seed)
+        spec = DecodeSpec(cfg, eos, pad)
+        out = (sample(model, ids, mask, max_new_tokens, spec, seed) if streamer is None
+               else _streamed(model, ids, mask, max_new_tokens, spec, seed, streamer))
     if stop_strings:
         stop_strings = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings)
         out = apply_stop_strings(out, ids.shape[1], stop_strings, tokenizer, eos, pad)
@@ -307,6 +359,31 @@ def generate(model, input_ids=None, attention_mask=None, *, max_new_tokens: int 
             [mask_row, np.ones(len(row) - len(mask_row), np.int32)])) if m and t not in eos])
             for row, mask_row in zip(out, mask)]
     return out
+
+
+def _streamed(model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, spec: DecodeSpec,
+              seed: int, streamer) -> np.ndarray:
+    """`sample` through `stream`, handing the prompt and each step's tokens to the streamer in
+    transformers' order. Shapes: (B, P) -> (B, P + generated)."""
+    streamer.put(ids)
+    steps = []
+    for tok in stream(model, ids, mask, max_new_tokens, spec, seed):
+        streamer.put(tok)
+        steps.append(tok)
+    streamer.end()
+    return np.concatenate([ids, np.stack(steps, axis=1)], axis=1)
+
+
+def _check_streamer(streamer, num_beams: int) -> None:
+    if streamer is None:
+        return
+    if not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
+        raise TypeError("`streamer` must have `put(value)` and `end()` methods, like transformers' "
+                        f"TextStreamer. Received: {type(streamer).__name__}.")
+    if num_beams > 1:
+        raise ValueError("`streamer` cannot be used with beam search: beams are reordered until "
+                         f"the end, so no token is final earlier. Received: num_beams={num_beams}; "
+                         "use num_beams=1 or streamer=None.")
 
 
 def _check_generate_args(config, ids: np.ndarray, max_new_tokens: int, num_beams: int,

@@ -275,7 +275,8 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
                  no_repeat_ngram_size: int | None = None, min_new_tokens: int = 0,
                  eos_token_id=None, pad_token_id: int | None = None, num_beams: int = 1,
                  length_penalty: float = 1.0, early_stopping: bool | str = False,
-                 stop_strings=None, tokenizer=None, seed: int | None = None, prompts=None):
+                 stop_strings=None, tokenizer=None, seed: int | None = None, prompts=None,
+                 streamer=None):
         """Prompt + new tokens, `transformers`' `generate` semantics; see
         `gpt2_keras.generation.generate`."""
         from gpt2_keras import generation
@@ -286,7 +287,8 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
             repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
             min_new_tokens=min_new_tokens, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
             num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
-            stop_strings=stop_strings, tokenizer=tokenizer, seed=seed, prompts=prompts)
+            stop_strings=stop_strings, tokenizer=tokenizer, seed=seed, prompts=prompts,
+            streamer=streamer)
 
 
 class SequenceSummary(keras.layers.Layer):

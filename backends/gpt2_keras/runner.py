@@ -9,6 +9,8 @@ import numpy as np
 
 from gpt2_core import GPT2Config
 from gpt2_core.cli._backends import until_eos
+from gpt2_core.sampling import SamplingConfig
+from gpt2_keras import generation
 from gpt2_keras.modeling import GPT2LMHeadModel
 
 
@@ -17,16 +19,30 @@ def load(path: str, dtype: str | None) -> GPT2LMHeadModel:
 
 
 def generate(model: GPT2LMHeadModel, prompt_ids: list[int], options) -> Iterator[list[int]]:
-    # The decode loop is one XLA-compiled call, so the tokens arrive together.
-    out = model.generate(np.asarray([prompt_ids], np.int32), max_new_tokens=options.max_new_tokens,
-                         do_sample=options.do_sample, temperature=options.temperature,
+    ids = np.asarray([prompt_ids], np.int32)
+    if options.num_beams > 1:  # beams are reordered until the end: one chunk
+        out = model.generate(ids, max_new_tokens=options.max_new_tokens,
+                             repetition_penalty=options.repetition_penalty,
+                             num_beams=options.num_beams, eos_token_id=list(options.eos_token_ids))
+        yield until_eos(np.asarray(out)[0, len(prompt_ids):].tolist(), options.eos_token_ids)
+        return
+    if ids.shape[1] + options.max_new_tokens > model.config.n_positions:
+        raise ValueError(f"prompt length {ids.shape[1]} + max_new_tokens {options.max_new_tokens} "
+                         f"exceeds the model's `n_positions`={model.config.n_positions}. Shorten the "
+                         "prompt or lower max_new_tokens.")
+    cfg = SamplingConfig(do_sample=options.do_sample, temperature=options.temperature,
                          top_k=options.top_k if options.do_sample else None,
                          top_p=options.top_p if options.do_sample else None,
-                         repetition_penalty=options.repetition_penalty,
-                         num_beams=options.num_beams, eos_token_id=list(options.eos_token_ids),
-                         seed=options.seed)
-    new = np.asarray(out)[0, len(prompt_ids):].tolist()
-    yield until_eos(new, options.eos_token_ids)
+                         repetition_penalty=options.repetition_penalty)
+    eos = tuple(options.eos_token_ids)
+    spec = generation.DecodeSpec(cfg, eos, eos[0] if eos else 0)
+    # Token by token: the compiled loop's own prefill and step, with the loop on the host.
+    for step in generation.stream(model, ids, np.ones_like(ids), options.max_new_tokens, spec,
+                                  options.seed):
+        token = int(step[0])
+        if token in eos:
+            return
+        yield [token]
 
 
 def nll(model: GPT2LMHeadModel, ids: np.ndarray) -> tuple[float, int]:
