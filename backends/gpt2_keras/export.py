@@ -16,21 +16,22 @@ import os
 import tensorflow as tf
 
 from gpt2_core.sampling import SamplingConfig
-from gpt2_keras import generation
+from gpt2_keras import beam_search, generation
 from gpt2_keras.modeling import GPT2LMHeadModel
 from gpt2_keras.tokenizer_layer import GPT2TokenizerLayer
 
 
 class _TextGenerator(tf.Module):
     def __init__(self, model: GPT2LMHeadModel, tokenizer: GPT2TokenizerLayer,
-                 max_prompt_length: int, max_new_tokens: int, spec: generation.DecodeSpec,
-                 seed: int):
+                 max_prompt_length: int, max_new_tokens: int,
+                 spec: generation.DecodeSpec | beam_search.BeamSpec, seed: int):
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
         self.P, self.N, self.spec, self.seed = max_prompt_length, max_new_tokens, spec, seed
         self.S = generation._round_up(self.P + self.N, generation.LENGTH_BUCKET)
-        self._loop = tf.function(lambda *a: generation.decode_loop(model, spec, *a),
-                                 jit_compile=generation.JIT_COMPILE)
+        loop = (beam_search.beam_loop if isinstance(spec, beam_search.BeamSpec)
+                else generation.decode_loop)
+        self._loop = tf.function(lambda *a: loop(model, spec, *a), jit_compile=generation.JIT_COMPILE)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompts")])
     def serve(self, prompts):
@@ -42,23 +43,38 @@ class _TextGenerator(tf.Module):
         prompt = tf.reverse(rev, axis=[1])
         real = tf.range(self.P)[None, :] >= self.P - tf.cast(lengths, tf.int32)[:, None]
         mask = tf.concat([tf.cast(real, tf.int32), tf.zeros([B, self.S - self.P], tf.int32)], 1)
-        tokens, cur = self._loop(prompt, mask, tf.constant(0, tf.int32),
-                                 tf.constant(self.P + self.N, tf.int32), tf.constant(self.seed, tf.int32))
-        new = tokens[:, self.P:cur]  # (B, n)
+        new, length = self._generate(prompt, mask)  # (B, n), (B,)
         is_eos = tf.reduce_any(new[:, :, None] == tf.constant(self.spec.eos or (-1,), tf.int32), -1)
-        keep = tf.cast(tf.math.cumsum(tf.cast(is_eos, tf.int32), axis=1) == 0, tf.int32)
-        return {"text": self.tokenizer.detokenize(new, attention_mask=keep), "ids": new}
+        keep = tf.logical_and(tf.math.cumsum(tf.cast(is_eos, tf.int32), axis=1) == 0,
+                              tf.range(tf.shape(new)[1])[None, :] < length[:, None])
+        return {"text": self.tokenizer.detokenize(new, attention_mask=tf.cast(keep, tf.int32)),
+                "ids": new}
+
+    def _generate(self, prompt, mask):
+        """(B, P) prompt, (B, S) mask -> new ids (B, n) and each row's generated length (B,)."""
+        start = tf.constant(0, tf.int32)
+        if isinstance(self.spec, beam_search.BeamSpec):
+            nb = self.spec.num_beams
+            sequences, lengths = self._loop(tf.repeat(prompt, nb, axis=0), tf.repeat(mask, nb, axis=0),
+                                            start, tf.constant(self.N, tf.int32))
+            best = lengths[:, 0]  # the best hypothesis comes first
+            return sequences[:, 0, self.P:self.P + tf.reduce_max(best)], best
+        tokens, cur = self._loop(prompt, mask, start, tf.constant(self.P + self.N, tf.int32),
+                                 tf.constant(self.seed, tf.int32))
+        return tokens[:, self.P:cur], tf.fill([tf.shape(prompt)[0]], cur - self.P)
 
 
 def export_text_generator(model: GPT2LMHeadModel, path: str | os.PathLike[str], *,
                           tokenizer: GPT2TokenizerLayer | None = None, max_prompt_length: int = 64,
                           max_new_tokens: int = 32, do_sample: bool = False,
                           temperature: float = 1.0, top_k: int | None = None,
-                          top_p: float | None = None, seed: int = 0) -> None:
+                          top_p: float | None = None, seed: int = 0, num_beams: int = 1,
+                          length_penalty: float = 1.0, early_stopping: bool | str = False) -> None:
     """Write a SavedModel whose `serve(prompts)` signature maps a (B,) string tensor to the
     generated continuations (`"text"`, (B,) strings) and their ids (`"ids"`, (B, n) int32).
 
     The decoding options are fixed at export; the vocabulary travels inside the SavedModel.
+    `num_beams` > 1 exports the compiled beam search (`model.generate`'s, best hypothesis).
     """
     if not isinstance(model, GPT2LMHeadModel):
         raise TypeError(f"`model` must be a GPT2LMHeadModel. Received: {type(model).__name__}.")
@@ -67,9 +83,15 @@ def export_text_generator(model: GPT2LMHeadModel, path: str | os.PathLike[str], 
                          f"exceeds the model's `n_positions`={model.config.n_positions}.")
     eos = model.config.eos_token_ids
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else (eos[0] if eos else 0)
+    if not isinstance(num_beams, int) or num_beams < 1 or (num_beams > 1 and do_sample):
+        raise ValueError("`num_beams` must be a positive integer, and 1 when `do_sample=True` (beam "
+                         f"sampling is not offered). Received: num_beams={num_beams!r}, "
+                         f"do_sample={do_sample}.")
     cfg = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
+    spec = (generation.DecodeSpec(cfg, eos, pad) if num_beams == 1 else
+            beam_search.BeamSpec(cfg, eos, pad, num_beams, float(length_penalty), early_stopping))
     module = _TextGenerator(model, tokenizer or GPT2TokenizerLayer(), max_prompt_length,
-                            max_new_tokens, generation.DecodeSpec(cfg, eos, pad), seed)
+                            max_new_tokens, spec, seed)
     if not hasattr(model, "_generate_traces"):
         model._generate_traces = 0
     tf.saved_model.save(module, os.fspath(path), signatures={"serving_default": module.serve})

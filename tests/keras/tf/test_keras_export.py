@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import gpt2_core
 from gpt2_core import GPT2Config
 from gpt2_keras import GPT2LMHeadModel
@@ -25,10 +27,11 @@ print(json.dumps({"text": [t.decode("utf-8", "replace") for t in out["text"].num
 """
 
 
-def test_saved_model_generates_the_same_text_without_the_package(tmp_path):
+@pytest.mark.parametrize("beams", [{}, dict(num_beams=3, length_penalty=0.7)], ids=["greedy", "beams"])
+def test_saved_model_generates_the_same_text_without_the_package(tmp_path, beams):
     config = GPT2Config(n_positions=48, n_embd=32, n_layer=2, n_head=2)
     model = GPT2LMHeadModel.from_params(config, gpt2_core.random_params(config, seed=0, scale=0.1))
-    export_text_generator(model, tmp_path / "gen", max_prompt_length=16, max_new_tokens=8)
+    export_text_generator(model, tmp_path / "gen", max_prompt_length=16, max_new_tokens=8, **beams)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     res = subprocess.run([sys.executable, "-c", LOAD, str(tmp_path / "gen")], capture_output=True,
                          text=True, env=env, cwd=tmp_path, timeout=300)
@@ -37,7 +40,15 @@ def test_saved_model_generates_the_same_text_without_the_package(tmp_path):
     assert got["leaked"] == []  # none of this project's packages (TensorFlow imports Keras itself)
     tok = GPT2Tokenizer.from_pretrained()
     prompts = ["Hello world", "The quick brown fox jumps"]
-    want = model.generate(prompts, tokenizer=tok, max_new_tokens=8)
-    want_ids = model.generate(prompts=prompts, tokenizer=tok, max_new_tokens=8)
+    want = model.generate(prompts, tokenizer=tok, max_new_tokens=8, **beams)
+    want_ids = model.generate(prompts=prompts, tokenizer=tok, max_new_tokens=8, **beams)
     assert [p + t for p, t in zip(prompts, got["text"])] == want == want_ids
     assert all(len(r) <= 8 for r in got["ids"])
+
+
+def test_export_refuses_beam_sampling(tmp_path):
+    config = GPT2Config(n_positions=48, n_embd=32, n_layer=2, n_head=2)
+    model = GPT2LMHeadModel.from_params(config, gpt2_core.random_params(config, seed=0))
+    with pytest.raises(ValueError, match="`num_beams` must be a positive integer, and 1 when"):
+        export_text_generator(model, tmp_path / "gen", max_prompt_length=16, max_new_tokens=8,
+                              num_beams=2, do_sample=True)
