@@ -82,3 +82,24 @@ def test_tied_head_gradient_builds_no_vocab_by_embedding_product():
            if out.shape.rank is not None and out.shape.rank >= 3
            and {config.vocab_size, config.n_embd} <= set(out.shape.as_list())]
     assert not big, big
+
+
+def test_xla_beam_search_matches_transformers_and_does_not_retrace(tmp_path):
+    config = CONFIGS["base"].replace(n_positions=64)
+    gpt2_core.save_pretrained(tmp_path, config, gpt2_core.random_params(config, seed=4))
+    ours = GPT2LMHeadModel.from_pretrained(tmp_path)
+    theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    rng = np.random.default_rng(1)
+    kw = dict(num_beams=3, length_penalty=1.3, eos_token_id=[config.eos_token_id, 17, 40])
+    for P, max_new in ((6, 10), (13, 7)):  # one prompt bucket and one length bucket
+        ids = rng.integers(1, 100, (2, P)).astype(np.int32)
+        mask = np.ones_like(ids)
+        mask[0, :2], ids[0, :2] = 0, config.pad_token_id  # a left-padded row
+        got = ours.generate(ids, attention_mask=mask, max_new_tokens=max_new, **kw)
+        with torch.no_grad():
+            want = theirs.generate(torch.from_numpy(ids.astype(np.int64)),
+                                   attention_mask=torch.from_numpy(mask.astype(np.int64)),
+                                   max_new_tokens=max_new, do_sample=False,
+                                   pad_token_id=config.pad_token_id, **kw).numpy()
+        np.testing.assert_array_equal(got, want)
+    assert ours._generate_traces == 1  # the second prompt length reused the compiled search
