@@ -19,9 +19,10 @@ from gpt2_keras.modeling import GPT2LMHeadModel
 class GPT2CausalLMPreprocessor:
     """Strings (or ragged ids) -> `(x, y, sample_weight)` windows for next-token training.
 
-    Each text becomes `<|endoftext|> ids <|endoftext|>`, cut or padded to `sequence_length + 1`
-    tokens; `x` holds the first `sequence_length`, `y` the same shifted by one, and
-    `sample_weight` is 0 on padding so the loss ignores it.
+    Called on a batch, each text becomes one window: `<|endoftext|> ids <|endoftext|>`, cut or
+    padded to `sequence_length + 1` tokens (text past it is dropped); `x` holds the first
+    `sequence_length`, `y` the same shifted by one, and `sample_weight` is 0 on padding so the
+    loss ignores it. `packed_dataset` instead packs a whole corpus into full windows.
 
     Shapes: (B,) strings -> x {"input_ids", "attention_mask"} (B, L), y (B, L), weights (B, L).
     """
@@ -55,6 +56,44 @@ class GPT2CausalLMPreprocessor:
         dense = ids.to_tensor(self.pad_token_id, shape=[None, L + 1])
         x = {"input_ids": dense[:, :-1], "attention_mask": weight[:, :-1]}
         return x, dense[:, 1:], tf.cast(weight[:, 1:], tf.float32)
+
+
+    def packed_dataset(self, ds: tf.data.Dataset, batch_size: int | None = None) -> tf.data.Dataset:
+        """A dataset of strings packed into full training windows, as Hugging Face `run_clm`'s
+        `group_texts` and nanoGPT do.
+
+        The documents are joined as `doc <|endoftext|> doc <|endoftext|> ...` and the token
+        stream is cut into consecutive windows of `sequence_length + 1` tokens: `x` the first
+        `sequence_length`, `y` the last `sequence_length`, `sample_weight` all ones. Windows
+        run across document boundaries (the EOS token separates documents; attention is not
+        reset, as in both references). Nothing is padded; only the final partial window (the
+        last fewer than `sequence_length + 1` tokens of the corpus) is dropped.
+
+        Shapes: strings, scalars or (N,) batches -> elements (x {"input_ids", "attention_mask"}
+        (L,), y (L,), sample_weight (L,)), or (batch_size, L) each when `batch_size` is given.
+        """
+        if self.tokenizer is None:
+            raise ValueError("Packing strings needs a tokenizer. Received: tokenizer=None. Pass "
+                             "tokenizer=GPT2TokenizerLayer().")
+        spec = ds.element_spec
+        if not (isinstance(spec, tf.TensorSpec) and spec.dtype == tf.string and spec.shape.rank in (0, 1)):
+            raise TypeError("`ds` must yield strings (scalars or 1-D batches). Received element_spec="
+                            f"{spec}. Use e.g. tf.data.Dataset.from_tensor_slices(texts).")
+        if spec.shape.rank == 0:
+            ds = ds.batch(64)  # tokenize many documents per call
+        L, eos = self.sequence_length, self.eos_token_id
+
+        def stream(texts):  # (N,) strings -> the documents' ids, each followed by EOS
+            ids = tf.cast(self.tokenizer.tokenize(texts), tf.int32)
+            return tf.concat([ids, tf.fill([ids.nrows(), 1], eos)], axis=1).flat_values
+
+        def split(window):  # (L + 1,) -> x, y, sample_weight
+            x = {"input_ids": window[:-1], "attention_mask": tf.ones([L], tf.int32)}
+            return x, window[1:], tf.ones([L], tf.float32)
+
+        windows = ds.map(stream, num_parallel_calls=tf.data.AUTOTUNE)
+        windows = windows.rebatch(L + 1, drop_remainder=True).map(split)
+        return windows if batch_size is None else windows.batch(batch_size)
 
 
 @keras.saving.register_keras_serializable(package="gpt2_keras")
@@ -116,7 +155,11 @@ class GPT2CausalLM(keras.Model):
                         jit_compile=jit_compile)
 
     def _preprocessed(self, x):
-        if self.preprocessor is not None and isinstance(x, tf.data.Dataset):
+        """A `tf.data` dataset of strings goes through the preprocessor; one that already yields
+        `(x, y, sample_weight)` (e.g. `packed_dataset`) is used as it is."""
+        strings = isinstance(x, tf.data.Dataset) and isinstance(x.element_spec, tf.TensorSpec) and (
+            x.element_spec.dtype == tf.string)
+        if self.preprocessor is not None and strings:
             return x.map(self.preprocessor, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
         return x
 

@@ -46,6 +46,60 @@ def test_preprocessor_packs_windows_with_weights():
     np.testing.assert_array_equal(w, [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
 
 
+def numpy_packing(texts, L, eos=50256):
+    """The reference: gpt2_tokenizer ids, each document followed by EOS, cut into L + 1 windows."""
+    from gpt2_tokenizer import GPT2Tokenizer
+
+    tok = GPT2Tokenizer.from_pretrained()
+    stream = np.concatenate([tok.encode(t) + [eos] for t in texts])
+    n = len(stream) // (L + 1)
+    return stream[:n * (L + 1)].reshape(n, L + 1)
+
+
+PACK_TEXTS = ["the cat sat on the mat.", "", "Hello world\n\n  twice!", "a dog.",
+              "Ünïcödé and 🙂 emoji", "the mat and the log."] * 3
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_packed_dataset_equals_a_numpy_packing_of_gpt2_tokenizer_ids(batched):
+    L = 7
+    pre = GPT2CausalLMPreprocessor(GPT2TokenizerLayer(), sequence_length=L)
+    ds = tf.data.Dataset.from_tensor_slices(PACK_TEXTS)
+    packed = pre.packed_dataset(ds.batch(4) if batched else ds, batch_size=3)
+    xs, ys, ws, masks = [], [], [], []
+    for x, y, w in packed:
+        xs.append(x["input_ids"].numpy())
+        masks.append(x["attention_mask"].numpy())
+        ys.append(y.numpy())
+        ws.append(w.numpy())
+    want = numpy_packing(PACK_TEXTS, L)
+    assert len(want) > 6  # several windows, the last batch partial
+    np.testing.assert_array_equal(np.concatenate(xs), want[:, :-1])
+    np.testing.assert_array_equal(np.concatenate(ys), want[:, 1:])
+    assert (np.concatenate(ws) == 1).all() and (np.concatenate(masks) == 1).all()
+
+
+def test_packed_dataset_rejects_non_strings():
+    pre = GPT2CausalLMPreprocessor(GPT2TokenizerLayer(), sequence_length=4)
+    with pytest.raises(TypeError, match="`ds` must yield strings"):
+        pre.packed_dataset(tf.data.Dataset.from_tensor_slices([[1, 2]]))
+    with pytest.raises(ValueError, match="needs a tokenizer"):
+        GPT2CausalLMPreprocessor().packed_dataset(tf.data.Dataset.from_tensor_slices(["a"]))
+
+
+def test_fit_on_a_packed_dataset_lowers_loss():
+    config = GPT2Config(vocab_size=50257, n_positions=32, n_embd=32, n_layer=1, n_head=2)
+    backbone = GPT2LMHeadModel.from_params(config, gpt2_core.init_params(config, seed=0))
+    pre = GPT2CausalLMPreprocessor(GPT2TokenizerLayer(), sequence_length=16)
+    model = GPT2CausalLM(backbone, pre)
+    model.compile(optimizer="adam")
+    packed = pre.packed_dataset(tf.data.Dataset.from_tensor_slices(TEXTS), batch_size=4).cache()
+    before = model.evaluate(packed, return_dict=True, verbose=0)
+    model.fit(packed, epochs=4, verbose=0)
+    after = model.evaluate(packed, return_dict=True, verbose=0)
+    assert after["loss"] < before["loss"] - 0.5, (before, after)
+
+
 def test_xla_generate_matches_transformers_and_does_not_retrace(tmp_path):
     config = CONFIGS["base"].replace(n_positions=64)
     gpt2_core.save_pretrained(tmp_path, config, gpt2_core.random_params(config, seed=4))
