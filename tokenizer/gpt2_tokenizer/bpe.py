@@ -1,9 +1,14 @@
 """Byte-level BPE as GPT-2 defines it: byte-to-unicode table, rank-ordered merges, word caches.
 
-`BytePairEncoding.encode_ordinary` is the hot path. Text is cut into pieces
-(`pretokenize.split_pieces`), each piece maps to a tuple of ids through a bounded cache, and
-only cache misses run the regex and the merge loop. Both caches are plain dicts whose
-`__missing__` computes the entry, so a warm encode is one C-level `map` over the pieces.
+`BytePairEncoding.encode_ordinary` is the hot path. ASCII text is pre-tokenized in one stdlib
+regex pass and each word maps to a tuple of ids through a bounded word cache, so a warm encode
+is one C-level `map`; only misses run the merge loop, on token ids. Other text is cut into
+chunks at safe points (`split_chunks`): ASCII chunks take the same path, and the rest go by
+pieces (`split_pieces`) through a piece cache, because Unicode pre-tokenization is slow.
+
+One regex pass over the words beats caching whole pieces when the cache is cold (a piece cache
+pays a regex call and a tuple for each new piece: ~100,000 per 5 MB of code) and costs about
+as much when it is warm.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain, repeat
 
-from gpt2_tokenizer.pretokenizer import pretokenize, split_pieces
+from gpt2_tokenizer.pretokenizer import ascii_words, pretokenize, split_chunks, split_pieces
 
 __all__ = ["CACHE_MAX_ENTRIES", "BytePairEncoding", "bytes_to_unicode"]
 
 CACHE_MAX_ENTRIES = 1 << 18
 """Each cache is cleared when it passes this many entries (262,144; at most ~100 MB of pieces)."""
+
+_RANK_SHIFT = 32  # Pair table values are rank << 32 | merged id: `min` picks the lowest rank.
+_ID_MASK = (1 << _RANK_SHIFT) - 1
 
 _NO_MERGE = 1 << 62
 _CACHE_MAX_KEY_CHARS = 256  # Longer pieces rarely repeat; caching them only costs memory.
@@ -96,33 +104,88 @@ class BytePairEncoding:
         byte_decoder = {c: b for b, c in bytes_to_unicode().items()}
         size = max(self.encoder.values(), default=-1) + 1
         self.id_to_bytes: list[bytes | None] = [None] * size
+        # The whole-word fast path looks raw UTF-8 up, so a word that is a token skips the
+        # byte -> character translation; only tokens made of table characters qualify.
+        self._bytes_to_id: dict[bytes, int] = {}
         for token, i in self.encoder.items():
             self.id_to_bytes[i] = bytes(byte_decoder[c] for c in token if c in byte_decoder)
+            if all(c in byte_decoder for c in token):
+                self._bytes_to_id[self.id_to_bytes[i]] = i  # type: ignore[index]
         # Latin-1 decoding turns each UTF-8 byte into one code point; translate renames them.
         self._byte_table = {b: ord(c) for b, c in bytes_to_unicode().items()}
+        self._byte_ids, self._pair_ids = self._id_tables()
         self._word_cache = _BoundedCache(self._encode_word, max_cache_entries)
         self._piece_cache = _BoundedCache(self._encode_piece, max_cache_entries)
 
+    def _id_tables(self) -> tuple[list[int] | None, dict[tuple[int, int], int]]:
+        """Byte -> id and (left id, right id) -> rank << 32 | merged id, for `_merge_ids`.
+
+        None when a byte or a merge result has no id: such vocabularies use the string merge,
+        which fails on the missing token exactly as before.
+        """
+        encoder = self.encoder
+        byte_ids = [encoder.get(c) for c in bytes_to_unicode().values()]
+        if None in byte_ids or len(set(encoder.values())) < len(encoder):
+            return None, {}
+        pairs: dict[tuple[int, int], int] = {}
+        for (left, right), rank in self.bpe_ranks.items():
+            left_id, right_id = encoder.get(left), encoder.get(right)
+            merged_id = encoder.get(left + right)
+            if left_id is None or right_id is None or merged_id is None:
+                return None, {}
+            pairs[left_id, right_id] = rank << _RANK_SHIFT | merged_id
+        return byte_ids, pairs  # type: ignore[return-value]
+
     def encode_ordinary(self, text: str) -> list[int]:
         """Encodes text with no special-token handling. `text` must be a `str` (not checked)."""
-        return list(chain.from_iterable(map(self._piece_cache.__getitem__, split_pieces(text))))
+        if text.isascii():
+            return list(chain.from_iterable(map(self._word_cache.__getitem__, ascii_words(text))))
+        return list(chain.from_iterable(map(self._encode_chunk, split_chunks(text))))
 
     def clear_cache(self) -> None:
         """Empties the word and piece caches (for cold-cache timings or to free memory)."""
         self._word_cache.clear()
         self._piece_cache.clear()
 
+    def _encode_chunk(self, chunk: str) -> list[int]:
+        if chunk.isascii():
+            return list(chain.from_iterable(map(self._word_cache.__getitem__, ascii_words(chunk))))
+        # Unicode pre-tokenization is several times slower: its pieces are cached whole.
+        return list(chain.from_iterable(map(self._piece_cache.__getitem__, split_pieces(chunk))))
+
     def _encode_piece(self, piece: str) -> tuple[int, ...]:
         return tuple(chain.from_iterable(map(self._word_cache.__getitem__, pretokenize(piece))))
 
     def _encode_word(self, word: str) -> tuple[int, ...]:
-        symbols = word.encode("utf-8").decode("latin-1").translate(self._byte_table)
+        raw = word.encode("utf-8")
         if self.whole_word_fast_path:
-            token_id = self.encoder.get(symbols)
+            token_id = self._bytes_to_id.get(raw)
             if token_id is not None:
                 return (token_id,)
-        encoder = self.encoder
-        return tuple(encoder[s] for s in self.merge(symbols))
+        if self._byte_ids is None or len(raw) > _HEAP_MIN_SYMBOLS:
+            encoder = self.encoder
+            symbols = raw.decode("latin-1").translate(self._byte_table)
+            return tuple(encoder[s] for s in self.merge(symbols))
+        return tuple(self._merge_ids(list(map(self._byte_ids.__getitem__, raw))))
+
+    def _merge_ids(self, ids: list[int]) -> list[int]:
+        """`merge` on token ids: the same loop with no string building and no final lookup."""
+        get = self._pair_ids.get
+        # ranks[k] is rank << 32 | merged id for the pair (ids[k], ids[k + 1]); _NO_MERGE if none.
+        ranks = list(map(get, zip(ids, ids[1:]), repeat(_NO_MERGE)))
+        while ranks:
+            best = min(ranks)
+            if best == _NO_MERGE:
+                break
+            i = ranks.index(best)
+            ids[i] = best & _ID_MASK
+            del ids[i + 1]
+            del ranks[i]
+            if i > 0:
+                ranks[i - 1] = get((ids[i - 1], ids[i]), _NO_MERGE)
+            if i < len(ranks):
+                ranks[i] = get((ids[i], ids[i + 1]), _NO_MERGE)
+        return ids
 
     def merge(self, symbols: str) -> list[str]:
         """Applies the merges to one pre-token written in `bytes_to_unicode` characters.

@@ -1,0 +1,103 @@
+"""Each encoding path on its own: ASCII words, chunks of mixed text, id merges, string merges."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import regex
+from conftest import adversarial_strings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gpt2_tokenizer import PRETOKENIZE_PATTERN, BytePairEncoding, GPT2Tokenizer, bytes_to_unicode
+from gpt2_tokenizer import pretokenizer as pre
+
+_BYTE_OF = {c: b for b, c in bytes_to_unicode().items()}
+
+_ASCII_PARTS = st.sampled_from(
+    [" ", "  ", "   ", "\n", "\r\n", "\t", "\x0b", "\x0c", "\x1c", "\x00", "'", "'s", "'t", "'re",
+     "'ve", "'m", "'ll", "'d", "'S", "a", "Zq", "1", "42", ".", "!?", "-", "_", "x'sy", "\x7f"]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.lists(_ASCII_PARTS, max_size=40).map("".join),
+                 st.text(st.characters(max_codepoint=127), max_size=80)))
+def test_reordered_ascii_regex_splits_like_the_original_pattern(text):
+    # The ASCII regex reorders the alternatives and makes runs possessive for speed.
+    assert pre.ascii_words(text) == regex.findall(PRETOKENIZE_PATTERN, text)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(_ASCII_PARTS, st.sampled_from(["é", "中", "\u3000", "\xa0", "😀"])),
+                max_size=40).map("".join),
+       st.integers(min_value=1, max_value=8))
+def test_chunks_pretokenize_as_in_context(text, size):
+    chunks = pre.split_chunks(text, size=size)
+    assert "".join(chunks) == text and "" not in chunks
+    assert [w for c in chunks for w in pre.pretokenize(c)] == pre.pretokenize(text)
+
+
+def test_chunks_are_cut_only_before_a_space_after_non_space():
+    # Not after whitespace ("\n ", "\u3000 "), where the space may join the run before it.
+    assert pre.split_chunks("ab  cd\n ef\u3000 g h", size=1) == ["ab", "  cd\n ef\u3000 g", " h"]
+    assert pre.split_chunks("", size=1) == [] and pre.split_chunks("x" * 10, size=3) == ["x" * 10]
+
+
+@pytest.fixture(scope="module")
+def small_chunks(monkeypatch_module):
+    # Chunks of ~16 characters: every mixed text alternates ASCII and Unicode chunks.
+    monkeypatch_module.setattr(pre.split_chunks, "__defaults__", (16,))
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_mixed_text_in_small_chunks_matches_tiktoken(small_chunks, tok, tiktoken_enc):
+    fresh = type(tok.bpe)(tok.encoder, tok.merges, whole_word_fast_path=True)
+    hard = adversarial_strings()
+    for text in (" ".join(hard), "\n".join(hard[::-1]), "héllo wörld " * 20 + "plain ascii " * 20):
+        assert fresh.encode_ordinary(text) == tiktoken_enc.encode_ordinary(text)
+    assert len(pre.split_chunks(" ".join(hard))) > 100
+
+
+def test_id_merge_equals_string_merge_for_every_length(tok):
+    # Short words take the id loop, words over 48 bytes the string heap; both equal `merge`.
+    bpe = tok.bpe
+    words = ["ab", "Ġthe", "Ġtokenizer", "Ġuncharacteristically", "ĠĠĠĠĠĠĠ", "1234567890",
+             "ðŁĺĢðŁĺĢ", "Ġ" + "ab" * 23, "Ġ" + "ab" * 24, "a" * 97]
+    for word in words:
+        expected = [tok.encoder[s] for s in bpe.merge(word)]
+        raw = bytes(_BYTE_OF[c] for c in word)
+        assert bpe._merge_ids([bpe._byte_ids[b] for b in raw]) == expected, word
+        assert list(bpe._encode_word(raw.decode("utf-8"))) == expected, word
+
+
+def test_whole_word_fast_path_skips_non_byte_tokens():
+    # A token spelled with characters outside the byte table must not shadow real bytes.
+    base = {c: i for i, c in enumerate(bytes_to_unicode().values())}
+    encoder = {**base, "ab": 256, "[CLS]x": 257, "中": 258}
+    bpe = BytePairEncoding(encoder, [("a", "b")], whole_word_fast_path=True)
+    assert bpe.encode_ordinary("ab") == [256]
+    assert bpe.encode_ordinary("中") == [base[c] for c in "ä¸Ń"]
+
+
+def test_vocabulary_without_every_byte_uses_the_string_merge():
+    encoder = {"a": 0, "b": 1, "ab": 2, "Ġ": 3, "Ġab": 4}
+    bpe = BytePairEncoding(encoder, [("a", "b"), ("Ġ", "ab")], whole_word_fast_path=False)
+    assert bpe._byte_ids is None
+    assert bpe.encode_ordinary("ab abab") == [2, 4, 2]
+    with pytest.raises(KeyError):
+        bpe.encode_ordinary("c")
+
+
+def test_word_cache_keeps_short_words_only():
+    tok = GPT2Tokenizer.from_pretrained()
+    text = "x" * 300 + " short"
+    assert tok.encode_ordinary(text) == tok.encode_ordinary(text)
+    assert " short" in tok.bpe._word_cache and "x" * 300 not in tok.bpe._word_cache
+    assert re.fullmatch(r"[\x00-\x7f]*", text)  # The ASCII path, no chunks.
