@@ -7,9 +7,10 @@ batched decode, and all three GEMMs of each layer's backward). Results differ fr
 summation order (float32 rounding, ~1e-6 relative).
 
 `torch.ops.mkldnn._linear_pointwise` is the op `torch.compile` itself emits for CPU linears; it has
-no autograd formula, so `_OneDNNLinear` supplies the backward with the same op. Anything it cannot
-serve (other devices or dtypes, a build without oneDNN, tracing under `torch.compile`, empty
-inputs) takes `torch.addmm`/`F.linear`.
+no autograd formula, so `_OneDNNLinear` supplies the backward with the same op; under
+`torch.compile` inference calls go through the custom op `gpt2_torch::onednn_linear`. Anything it
+cannot serve (other devices or dtypes, a build without oneDNN, training under `torch.compile`,
+empty inputs) takes `torch.addmm`/`F.linear`.
 """
 
 from __future__ import annotations
@@ -62,25 +63,44 @@ class _OneDNNLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
+if ONEDNN:
+    # Under `torch.compile`, inductor would lower `mkldnn._linear_pointwise` only with weights it
+    # prepacked itself (`freezing`, a second copy of every weight) and otherwise fails; a custom op
+    # is an opaque call it leaves as is, so compiled decoding keeps oneDNN's GEMMs (inference only:
+    # the op has no autograd formula).
+    @torch.library.custom_op("gpt2_torch::onednn_linear", mutates_args=())
+    def _onednn_linear_op(x: torch.Tensor, w_oi: torch.Tensor,
+                          bias: torch.Tensor | None) -> torch.Tensor:
+        return _mm(x, w_oi, bias)
+
+    @_onednn_linear_op.register_fake
+    def _(x: torch.Tensor, w_oi: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return x.new_empty(x.shape[0], w_oi.shape[0])
+
+
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32
-            and weight.dtype == torch.float32 and x.numel() > 0
-            and not torch.compiler.is_compiling())
+            and weight.dtype == torch.float32 and x.numel() > 0)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
            in_out: bool) -> torch.Tensor:
     """Shapes: x (..., K), weight (K, N) if `in_out` else (N, K), bias (N,) -> (..., N)."""
-    if not _use_onednn(x, weight):
+    grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                        or (bias is not None and bias.requires_grad))
+    compiling = torch.compiler.is_compiling()
+    if not _use_onednn(x, weight) or (compiling and grad):
         if in_out:
             x2 = x.reshape(-1, x.shape[-1])
             y = torch.mm(x2, weight) if bias is None else torch.addmm(bias, x2, weight)
             return y.view(*x.shape[:-1], y.shape[-1])
         return F.linear(x, weight, bias)
     x2 = x.reshape(-1, x.shape[-1])
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                    or (bias is not None and bias.requires_grad)):
+    w_oi = weight.t() if in_out else weight
+    if grad:
         y = _OneDNNLinear.apply(x2, weight, bias, in_out)
+    elif compiling:
+        y = _onednn_linear_op(x2, w_oi, bias)
     else:  # inference: skip the autograd.Function's bookkeeping (48 calls per decode step)
-        y = _mm(x2, weight.t() if in_out else weight, bias)
+        y = _mm(x2, w_oi, bias)
     return y.view(*x.shape[:-1], y.shape[-1])
