@@ -1,7 +1,8 @@
 """gpt2_torch vs transformers, side by side in one process, same random GPT-2 small weights.
 
-Measures prefill, greedy decode (identical tokens asserted), a training step (AdamW) and peak
-RSS while loading (each loader in its own subprocess). Prints a table with ratios.
+Measures prefill, greedy decode (identical tokens asserted), eager and with `compile=True`
+(compile time reported apart, excluded from tokens/s), a training step (AdamW) and peak RSS
+while loading (each loader in its own subprocess). Prints a table with ratios.
 
     python bench/bench_torch.py [--quick] [--threads 2] [--device cuda --dtype bfloat16]
 """
@@ -65,21 +66,30 @@ def bench_prefill(ours, hf, shape, repeats, sync, device):
     return n / t_ours, n / t_hf
 
 
-def bench_decode(ours, hf, batch, prompt, new, repeats, sync, device):
+def bench_decode(ours, hf, batch, prompt, new, repeats, sync, device, compile=False):
+    """New tokens/s of each, and for `compile=True` the seconds the first call spent compiling
+    (its time minus a steady-state call's), which the tokens/s exclude."""
     ids = torch.randint(0, 50000, (batch, prompt), device=device)
+
+    def run_ours():
+        return ours.generate(ids, max_new_tokens=new, eos_token_id=[], compile=compile)
+
+    def run_hf():
+        return hf.generate(ids, max_new_tokens=new, do_sample=False, min_new_tokens=new,
+                           pad_token_id=50256)
+
     with torch.inference_mode():
-        a = ours.generate(ids, max_new_tokens=new, eos_token_id=[])
-        b = hf.generate(ids, max_new_tokens=new, do_sample=False, min_new_tokens=new,
-                        pad_token_id=50256)
+        t0 = time.perf_counter()
+        a = run_ours()
+        sync()
+        first = time.perf_counter() - t0
+        b = run_hf()
     if not torch.equal(a, b):
-        raise AssertionError(f"greedy tokens differ at batch {batch}")
+        raise AssertionError(f"greedy tokens differ at batch {batch} (compile={compile})")
     with torch.inference_mode():
-        t_ours, t_hf = time_pair(
-            lambda: ours.generate(ids, max_new_tokens=new, eos_token_id=[]),
-            lambda: hf.generate(ids, max_new_tokens=new, do_sample=False, min_new_tokens=new,
-                                pad_token_id=50256), repeats, sync)
+        t_ours, t_hf = time_pair(run_ours, run_hf, repeats, sync)
     n = batch * new
-    return n / t_ours, n / t_hf
+    return n / t_ours, n / t_hf, max(first - t_ours, 0.0)
 
 
 def bench_train(ours, hf, shape, steps, sync, device):
@@ -158,8 +168,13 @@ def main() -> None:
             o, h = bench_prefill(ours, hf, shape, reps, sync, args.device)
             rows.append((f"prefill {shape[0]}x{shape[1]} (tok/s)", o, h, 1.2))
         for batch in (1, 8):
-            o, h = bench_decode(ours, hf, batch, 32, new, reps, sync, args.device)
+            o, h, _ = bench_decode(ours, hf, batch, 32, new, reps, sync, args.device)
             rows.append((f"greedy decode b={batch}, 32+{new} (new tok/s)", o, h, 2.0))
+        compile_s = []
+        for batch in (1, 8):
+            o, h, c = bench_decode(ours, hf, batch, 32, new, reps, sync, args.device, compile=True)
+            rows.append((f"greedy decode b={batch}, 32+{new}, compile=True", o, h, 2.0))
+            compile_s.append(f"b={batch} {c:.1f} s")
         if args.dtype == "float32" or args.device != "cpu":
             o, h = bench_train(ours, hf, (4, 256), 2 if args.quick else 3, sync, args.device)
             rows.append(("train step 4x256 AdamW (tok/s)", o, h, 1.0))
@@ -177,8 +192,10 @@ def main() -> None:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _results import emit
 
+    print(f"compile=True: first-call compile time (excluded from its rows): {', '.join(compile_s)}")
     emit(f"torch: GPT-2 small, {args.device} {args.dtype}, {args.threads} threads", "gpt2_torch",
-         "transformers", rows, notes=f"load peak RSS / weight bytes: {ro:.2f} (target < 1.3)")
+         "transformers", rows, notes=f"load peak RSS / weight bytes: {ro:.2f} (target < 1.3); "
+         f"compile=True compile time (excluded): {', '.join(compile_s)}")
 
 
 if __name__ == "__main__":
