@@ -101,3 +101,32 @@ def test_word_cache_keeps_short_words_only():
     assert tok.encode_ordinary(text) == tok.encode_ordinary(text)
     assert " short" in tok.bpe._word_cache and "x" * 300 not in tok.bpe._word_cache
     assert re.fullmatch(r"[\x00-\x7f]*", text)  # The ASCII path, no chunks.
+
+
+def test_workers_start_with_the_parent_caches_and_return_compact_arrays():
+    from gpt2_tokenizer import tokenizer as tokenizer_module
+
+    parent = GPT2Tokenizer.from_pretrained()
+    texts = ["Hello world", "", "héllo 😀", "x" * 300, " 50256 <|endoftext"]
+    expected = [parent.encode(t) for t in texts]
+    worker = GPT2Tokenizer.from_pretrained()
+    tokenizer_module._worker_init(worker, parent.bpe.cache_contents())
+    try:
+        assert dict(worker.bpe._word_cache) == dict(parent.bpe._word_cache)
+        assert dict(worker.bpe._piece_cache) == dict(parent.bpe._piece_cache)
+        ids, lengths = tokenizer_module._worker_encode(texts, {})
+    finally:
+        tokenizer_module._WORKER = None
+    assert ids.itemsize >= 4 and list(lengths) == [len(e) for e in expected]
+    assert ids.tolist() == [i for e in expected for i in e]
+
+
+def test_filled_caches_stay_bounded():
+    tok = GPT2Tokenizer.from_pretrained()
+    small = BytePairEncoding(tok.encoder, tok.merges, whole_word_fast_path=True, max_cache_entries=5)
+    words = {f" w{i}": (i,) for i in range(4)}
+    small.fill_caches(words, {})
+    small.fill_caches(words, {})  # 4 + 4 > 5: cleared, then filled again.
+    assert len(small._word_cache) == 4
+    small.fill_caches({f" v{i}": (i,) for i in range(3)}, {})  # 4 + 3 > 5: cleared first.
+    assert len(small._word_cache) == 3

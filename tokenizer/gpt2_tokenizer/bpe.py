@@ -147,6 +147,19 @@ class BytePairEncoding:
         self._word_cache.clear()
         self._piece_cache.clear()
 
+    def cache_contents(self) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+        """Copies of the word and piece caches, e.g. to start worker processes warm."""
+        return dict(self._word_cache), dict(self._piece_cache)
+
+    def fill_caches(
+        self, words: Mapping[str, tuple[int, ...]], pieces: Mapping[str, tuple[int, ...]]
+    ) -> None:
+        """Adds entries from `cache_contents` of a tokenizer with the same vocabulary and merges."""
+        for cache, entries in ((self._word_cache, words), (self._piece_cache, pieces)):
+            if len(cache) + len(entries) > cache._max_entries:
+                cache.clear()
+            cache.update(entries)
+
     def _encode_chunk(self, chunk: str) -> list[int]:
         if chunk.isascii():
             return list(chain.from_iterable(map(self._word_cache.__getitem__, ascii_words(chunk))))
