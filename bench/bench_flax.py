@@ -2,13 +2,17 @@
 
 GPT-2 small with GPT-2-init random weights. Reports compile time separately, then steady-state
 greedy decode (32-token prompt, 128 new tokens; identical tokens asserted) at batch 1 and 8,
-and prefill (1 x 128). Usage: python bench/bench_flax.py [--quick]
+prefill (1 x 128), a training step (4 x 256, AdamW: `gpt2_flax.training.train_step` against
+transformers + torch.optim.AdamW), and the peak RSS that loading adds, as a multiple of the
+weight bytes (each loader in a fresh subprocess). Usage: python bench/bench_flax.py [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +27,88 @@ def best_of(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return min(times)
+
+
+def time_pair(ours, theirs, repeats: int) -> tuple[float, float]:
+    """Best-of-`repeats` seconds of each, interleaved (ours, theirs, ours, ...) so that load from
+    other processes hits both alike; one warm-up call each (the compile, for ours)."""
+    ours()
+    theirs()
+    best = [float("inf"), float("inf")]
+    for _ in range(repeats):
+        for j, fn in enumerate((ours, theirs)):
+            t = time.perf_counter()
+            fn()
+            best[j] = min(best[j], time.perf_counter() - t)
+    return best[0], best[1]
+
+
+def bench_train(model, hf, shape, repeats: int) -> tuple[float, float, float]:
+    """Tokens/s of one AdamW step (dropout on, as in training) for each; compile seconds."""
+    import jax.numpy as jnp
+    import torch
+
+    from gpt2_flax.training import make_optimizer, train_step
+
+    ids = np.random.default_rng(1).integers(0, model.config.vocab_size, shape)
+    model.train()
+    hf.train()
+    # same hyperparameters on both sides (the optimizer arithmetic is a small share of a step)
+    optimizer = make_optimizer(model, learning_rate=1e-5, weight_decay=0.1, b1=0.9, b2=0.95)
+    torch_opt = torch.optim.AdamW(hf.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.1)
+    ids_j, ids_t = jnp.asarray(ids, jnp.int32), torch.tensor(ids)
+
+    def ours():
+        train_step(model, optimizer, ids_j, ids_j).block_until_ready()
+
+    def theirs():
+        hf(ids_t, labels=ids_t).loss.backward()
+        torch_opt.step()
+        torch_opt.zero_grad(set_to_none=True)
+
+    t = time.perf_counter()
+    ours()  # compile (and one step)
+    compile_s = time.perf_counter() - t
+    t_ours, t_hf = time_pair(ours, theirs, repeats)
+    model.eval()
+    hf.eval()
+    n = shape[0] * shape[1]
+    return n / t_ours, n / t_hf, compile_s
+
+
+LOAD_SNIPPET = """
+import json, sys
+which, path = sys.argv[1], sys.argv[2]
+if which == 'ours':
+    import jax
+    from flax import nnx
+    from gpt2_flax import GPT2LMHeadModel as cls
+else:
+    import torch
+    torch.set_num_threads(1)
+    from transformers import GPT2LMHeadModel as cls
+def peak_kb():
+    # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a child
+    # of this (multi-GB) benchmark process would report the parent's peak
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith('VmHWM'))
+before = peak_kb()  # after imports: loading only
+m = cls.from_pretrained(path)
+after = peak_kb()
+if which == 'ours':
+    nbytes = sum(x.nbytes for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
+else:
+    nbytes = sum(p.numel() * p.element_size() for p in m.parameters())
+print(json.dumps({'peak_kb': after - before, 'weights': nbytes}))
+"""
+
+
+def load_rss(path: str, which: str) -> tuple[float, int]:
+    """Peak RSS added by `from_pretrained` / weight bytes, in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", LOAD_SNIPPET, which, path], check=True,
+                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    r = json.loads(out)
+    return r["peak_kb"] * 1024 / r["weights"], r["weights"]
 
 
 def main() -> None:
@@ -82,11 +168,23 @@ def main() -> None:
     with torch.no_grad():
         t_hf = best_of(lambda: hf(torch.tensor(ids), use_cache=False), repeats * 3)
     report("prefill 1x128 (tok/s)", 128 / t_ours, 128 / t_hf, compile_s, 1.3)
+    ours_tps, hf_tps, compile_s = bench_train(model, hf, (4, 256), 2 if args.quick else 3)
+    report("train step 4x256 AdamW (tok/s)", ours_tps, hf_tps, compile_s, 1.0)
+    rss_ours, weights = load_rss(path, "ours")
+    rss_hf, _ = load_rss(path, "hf")
+    print(f"{'load peak RSS / weight bytes':<28}{rss_ours:>12.2f}{rss_hf:>14.2f}  "
+          f"(target < 1.3; {weights / 2**20:.0f} MiB weights)")
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _results import emit
 
-    emit("flax: GPT-2 small, CPU float32, greedy 32 + 128 tokens", "gpt2_flax", "transformers",
-         rows, notes="compile (first call, excluded from the rates): " + "; ".join(compiles))
+    emit("flax: GPT-2 small, CPU float32, greedy 32 + 128 tokens; train 4x256", "gpt2_flax",
+         "transformers", rows,
+         notes="compile (first call, excluded from the rates): " + "; ".join(compiles))
+    # lower is better here; the ratio column is transformers / ours, the target is absolute
+    emit("flax: from_pretrained peak RSS / weight bytes (fresh process each)", "gpt2_flax",
+         "transformers", [("load peak RSS / weight bytes (x)", rss_ours, rss_hf, 1.0)],
+         notes=f"target: gpt2_flax < 1.3x the {weights / 2**20:.0f} MiB of weights "
+               f"({'ok' if rss_ours < 1.3 else 'MISS'})", higher_is_better=False)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads. Shared machine: numbers are noisy.")
 

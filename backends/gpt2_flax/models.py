@@ -127,7 +127,8 @@ class _GPT2Base(nnx.Module):
             param_dtype: storage dtype of the parameters.
             mesh: a `Mesh` with ("data", "model") axes to shard the parameters over.
         """
-        config, params = checkpoint.load_pretrained(path, head=cls.head)
+        # finiteness is checked tensor by tensor on the loaded copies (`weights.build`)
+        config, params = checkpoint.load_pretrained(path, head=cls.head, check_finite=False)
         return cls.from_params(config, params, dtype=dtype, param_dtype=param_dtype, mesh=mesh)
 
     def to_params(self) -> dict[str, np.ndarray]:

@@ -7,6 +7,7 @@ layout `[out, in]`) transpose. Orbax checkpointing of the NNX state lives here t
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Callable, Mapping
 
@@ -93,15 +94,43 @@ def build(create: Callable[[], nnx.Module], config: GPT2Config, head: str,
     abstract = nnx.eval_shape(create)
     graphdef, _, _ = nnx.split(abstract, nnx.Param, ...)
     rest = jax.jit(lambda: nnx.split(create(), nnx.Param, ...)[2])()
+    not_finite = []
     for name, (path, transpose) in param_table(config, head).items():
         value = np.asarray(params[name])
-        value = value.T if transpose else value
-        array = jnp.asarray(value, dtype=param_dtype)
+        array = jnp.asarray(value.T if transpose else value, dtype=param_dtype)
         if shardings is not None:
             array = jax.device_put(array, shardings[name])
+        array.block_until_ready()
+        _release_pages(value)
+        # checked on the copy, after the file pages are dropped: checking the (memory-mapped)
+        # checkpoint first would keep every page resident, a second copy in RSS
+        if not bool(jnp.isfinite(array).all()):
+            not_finite.append(f"`{name}` contains NaN or inf values")
         _variable(abstract, path).set_value(array)
+    if not_finite:
+        from gpt2_core.checkpoint import CheckpointError
+        raise CheckpointError("<params>", not_finite)
     _, param_state, _ = nnx.split(abstract, nnx.Param, ...)
     return nnx.merge(graphdef, param_state, rest)
+
+
+def _release_pages(arr: np.ndarray) -> None:
+    """Tell the kernel this process no longer needs the file pages behind `arr` (a view of a
+    read-only mapping, as `gpt2_core.load_pretrained` returns); they would otherwise count as a
+    second copy of the weights in RSS. A no-op for ordinary arrays."""
+    node, root = arr, None
+    while isinstance(node, np.ndarray):
+        root, node = node, node.base
+    if not isinstance(node, mmap.mmap) or root is None or not hasattr(node, "madvise"):
+        return
+    page = mmap.PAGESIZE
+    start = arr.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    begin = start - start % page
+    end = min(len(node), start + arr.nbytes)
+    try:
+        node.madvise(mmap.MADV_DONTNEED, begin, end - begin)
+    except (OSError, ValueError):
+        pass  # only a memory optimisation
 
 
 def save_state(model: nnx.Module, directory: str | os.PathLike[str]) -> None:

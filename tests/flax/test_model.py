@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import CONFIGS, checkpoint, random_ids
 
+import gpt2_core
 from gpt2_core import reference
 from gpt2_core.activations import ACTIVATION_KIND, ACTIVATIONS
 from gpt2_flax import GPT2LMHeadModel, GPT2Model, KVCache
@@ -228,3 +229,14 @@ def test_import_leaves_torch_and_tensorflow_out():
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_non_finite_checkpoint_rejected_with_the_tensor_name(tmp_path):
+    # finiteness is checked on the loaded copies (after the file pages are released), so a
+    # NaN must still be reported, by name
+    config = CONFIGS["base"]
+    params = gpt2_core.random_params(config, 0)
+    params["h.1.mlp.c_fc.bias"][3] = np.nan
+    gpt2_core.save_pretrained(tmp_path, config, params)
+    with pytest.raises(gpt2_core.CheckpointError, match=r"`h.1.mlp.c_fc.bias` contains NaN or inf"):
+        GPT2LMHeadModel.from_pretrained(tmp_path)
