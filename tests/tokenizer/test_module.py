@@ -7,6 +7,7 @@ import importlib
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import regex
@@ -52,3 +53,21 @@ def test_stdlib_whitespace_is_a_superset_of_white_space():
     assert len(white_space) == 25
     assert all(re.match(r"\s", c) for c in white_space)
     assert regex.findall(r"\s", every) == white_space
+
+
+def test_loaded_tokenizer_stays_under_50_mb_rss():
+    # The budget, measured as bench/bench_tokenizer.py does: a fresh interpreter that
+    # has imported gpt2_tokenizer, before and after loading the vocabulary (with the id tables
+    # of the merge loop) and a first encode that builds the Unicode 16 classes.
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc (Linux)")
+    code = ("import gpt2_tokenizer\n"
+            "def rss():\n"
+            "    for line in open('/proc/self/status'):\n"
+            "        if line.startswith('VmRSS'): return int(line.split()[1]) / 1024\n"
+            "before = rss()\n"
+            "t = gpt2_tokenizer.GPT2Tokenizer.from_pretrained(); t.encode('Hello world é')\n"
+            "print(rss() - before)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": ":".join(sys.path)})
+    assert float(out.stdout) < 50, out.stdout

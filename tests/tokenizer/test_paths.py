@@ -77,6 +77,18 @@ def test_id_merge_equals_string_merge_for_every_length(tok):
         assert list(bpe._encode_word(raw.decode("utf-8"))) == expected, word
 
 
+def test_merged_ids_out_of_rank_order_keep_rank_order():
+    # Merged ids that do not rise with rank: the pair table stores rank << 32 | id instead.
+    base = {c: i for i, c in enumerate(bytes_to_unicode().values())}
+    encoder = {**base, "bc": 300, "ab": 299, "abc": 298}
+    merges = [("b", "c"), ("a", "b"), ("a", "bc")]
+    bpe = BytePairEncoding(encoder, merges, whole_word_fast_path=False)
+    assert bpe._pair_ids[base["b"], base["c"]] == 0 << 32 | 300
+    for text, expected in (("abc", [298]), ("ab", [299]), ("abcab", [298, 299]), ("cab", [base["c"], 299])):
+        assert bpe.encode_ordinary(text) == expected, text
+        assert bpe.merge(text) == [s for i in expected for s, j in encoder.items() if i == j]
+
+
 def test_whole_word_fast_path_skips_non_byte_tokens():
     # A token spelled with characters outside the byte table must not shadow real bytes.
     base = {c: i for i, c in enumerate(bytes_to_unicode().values())}

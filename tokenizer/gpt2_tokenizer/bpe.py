@@ -120,20 +120,27 @@ class BytePairEncoding:
     def _id_tables(self) -> tuple[list[int] | None, dict[tuple[int, int], int]]:
         """Byte -> id and (left id, right id) -> rank << 32 | merged id, for `_merge_ids`.
 
-        None when a byte or a merge result has no id: such vocabularies use the string merge,
-        which fails on the missing token exactly as before.
+        When merged ids rise with rank (GPT-2: id = 256 + rank), the merged id alone orders the
+        merges and the values are the encoder's own ints (saves ~2 MB). None when a byte or a
+        merge result has no id, or ids repeat: such vocabularies use the string merge, which
+        fails on a missing token exactly as before.
         """
         encoder = self.encoder
         byte_ids = [encoder.get(c) for c in bytes_to_unicode().values()]
         if None in byte_ids or len(set(encoder.values())) < len(encoder):
             return None, {}
-        pairs: dict[tuple[int, int], int] = {}
+        rising, last = True, (-1, -1)
         for (left, right), rank in self.bpe_ranks.items():
-            left_id, right_id = encoder.get(left), encoder.get(right)
             merged_id = encoder.get(left + right)
-            if left_id is None or right_id is None or merged_id is None:
+            if left not in encoder or right not in encoder or merged_id is None:
                 return None, {}
-            pairs[left_id, right_id] = rank << _RANK_SHIFT | merged_id
+            rising = rising and (rank, merged_id) > last and merged_id > last[1]
+            last = (rank, merged_id)
+        pairs = {}
+        for (left, right), rank in self.bpe_ranks.items():
+            merged_id = encoder[left + right]
+            value = merged_id if rising else rank << _RANK_SHIFT | merged_id
+            pairs[encoder[left], encoder[right]] = value
         return byte_ids, pairs  # type: ignore[return-value]
 
     def encode_ordinary(self, text: str) -> list[int]:
