@@ -180,11 +180,13 @@ def main() -> None:
     emit("flax: GPT-2 small, CPU float32, greedy 32 + 128 tokens; train 4x256", "gpt2_flax",
          "transformers", rows,
          notes="compile (first call, excluded from the rates): " + "; ".join(compiles))
-    # lower is better here; the ratio column is transformers / ours, the target is absolute
-    emit("flax: from_pretrained peak RSS / weight bytes (fresh process each)", "gpt2_flax",
-         "transformers", [("load peak RSS / weight bytes (x)", rss_ours, rss_hf, 1.0)],
-         notes=f"target: gpt2_flax < 1.3x the {weights / 2**20:.0f} MiB of weights "
-               f"({'ok' if rss_ours < 1.3 else 'MISS'})", higher_is_better=False)
+    # lower is better, and the target is absolute (< 1.3x the weight bytes), so the peer column
+    # holds that budget; transformers keeps its tensors memory-mapped and pages them in on first
+    # use, so its load-time figure (in the notes) is not a like-for-like peer
+    emit("flax: from_pretrained peak RSS / weight bytes (fresh process)", "gpt2_flax",
+         "budget", [("load peak RSS / weight bytes (x)", rss_ours, 1.3, 1.0)],
+         notes=f"{weights / 2**20:.0f} MiB of weights; transformers (lazily mapped): "
+               f"{rss_hf:.2f}x", higher_is_better=False)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads. Shared machine: numbers are noisy.")
 

@@ -305,7 +305,8 @@ def _sample(model, ids, mask, max_new_tokens: int, key, streamer: Streamer | Non
         new, n = _generate(graphdef, state, *_to_bucket(ids, mask), ids.shape[1], max_new_tokens,
                            key, stream_id, stream=streamer is not None, **static)
         new = np.asarray(new)[:, :int(n)]
-        jax.effects_barrier()  # every ordered callback has run before `end`
+        if streamer is not None:
+            jax.effects_barrier()  # every ordered callback has run before `end`
     finally:
         _STREAMERS.pop(stream_id, None)
     return new
