@@ -3,16 +3,22 @@
 GPT-2 small (124M) with the same random weights (`gpt2_core.random_params`) copied into both;
 one forward pass's logits are compared first, then greedy tokens. Measures greedy decode
 (32-token prompt) at batch 1 and 8, XLA prefill and forward (1 x 128) and `fit` tokens/s (batch
-4 x 256, AdamW), timing the two libraries in turn (best of N) and printing ratios.
+4 x 256, AdamW), timing the two libraries in turn (best of N) and printing ratios. Then the
+peak memory of loading GPT-2 small from disk (`from_pretrained` of a Hugging Face checkpoint;
+KerasHub's `from_preset` of its own preset), each in a fresh process, as a multiple of the
+weight bytes.
 
-    KERAS_BACKEND=tensorflow python bench/bench_keras.py [--quick]
+    KERAS_BACKEND=tensorflow python bench/bench_keras.py [--quick] [--load-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -160,10 +166,52 @@ def bench_fit(config, params, steps: int, B: int = 4, T: int = 256):
     return [B * T / t for t in best]
 
 
+LOAD_SNIPPET = """
+import json, math, os, sys
+import numpy as np
+os.environ["KERAS_BACKEND"] = "tensorflow"
+import keras, tensorflow as tf
+which, path = sys.argv[1], sys.argv[2]
+def rss_kb():  # the peak resident set so far (getrusage's ru_maxrss, read per process)
+    with open('/proc/self/status') as f:
+        return next(int(l.split()[1]) for l in f if l.startswith('VmHWM'))
+if which == 'ours':
+    from gpt2_keras import GPT2LMHeadModel
+    load = GPT2LMHeadModel.from_pretrained
+else:
+    import keras_hub
+    load = keras_hub.models.GPT2Backbone.from_preset
+base = rss_kb()  # after imports: measure loading only
+m = load(path)
+nbytes = sum(math.prod(w.shape) * np.dtype(w.dtype).itemsize for w in m.weights)  # no copies
+print(json.dumps({'peak_kb': rss_kb() - base, 'weights': nbytes}))
+"""
+
+
+def bench_load_rss(path: str, which: str) -> tuple[float, int]:
+    """Peak RSS increase of loading, in a fresh process, / the weight bytes."""
+    out = subprocess.run([sys.executable, "-c", LOAD_SNIPPET, which, path], check=True,
+                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    r = json.loads(out)
+    return r["peak_kb"] * 1024 / r["weights"], r["weights"]
+
+
+def load_rows(config: GPT2Config, params, hub) -> list[tuple[str, float, float, float]]:
+    with tempfile.TemporaryDirectory() as ckpt, tempfile.TemporaryDirectory() as preset:
+        gpt2_core.save_pretrained(ckpt, config, params)
+        hub.backbone.save_to_preset(preset)
+        ours, weights = bench_load_rss(ckpt, "ours")
+        theirs, _ = bench_load_rss(preset, "hub")
+    print(f"load peak RSS / weight bytes ({weights / 2**20:.0f} MiB): gpt2_keras {ours:.2f}, "
+          f"keras_hub {theirs:.2f} (target < 1.3)")
+    return [("load peak RSS / weight bytes", ours, theirs, 1.0)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer tokens and steps")
     parser.add_argument("--skip-fit", action="store_true", help="generation and prefill only")
+    parser.add_argument("--load-only", action="store_true", help="only the load-memory row")
     args = parser.parse_args()
     N = 32 if args.quick else 128
     repeats = 2 if args.quick else 3
@@ -173,6 +221,15 @@ def main() -> None:
     params = gpt2_core.random_params(config, seed=0, scale=0.1)
     ours = GPT2LMHeadModel.from_params(config, params)
     hub = hub_model(config, params)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _results import emit
+
+    emit("keras: loading GPT-2 small, TensorFlow backend", "gpt2_keras", "keras_hub",
+         load_rows(config, params, hub), higher_is_better=False,
+         notes="peak RSS increase of from_pretrained (ours) / from_preset (KerasHub's backbone) in "
+               "a fresh process, as a multiple of the weight bytes; target: gpt2_keras < 1.3")
+    if args.load_only:
+        return
     print(f"one forward pass, max |logits diff| / max |logits|: {check_logits(ours, hub, config):.2e}")
     rows = []
     for B in (1, 8):
@@ -189,8 +246,6 @@ def main() -> None:
     print(f"\n{'measure':34s} {'gpt2_keras':>11s} {'keras_hub':>10s} {'ratio':>7s} {'target':>7s}")
     for name, o, h, target, note in rows:
         print(f"{name:34s} {o:11.1f} {h:10.1f} {o / h:7.2f} {target:6.1f}x  {note}")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _results import emit
 
     emit("keras: GPT-2 small, TensorFlow backend, XLA, CPU float32", "gpt2_keras", "keras_hub",
          [(name, o, h, target) for name, o, h, target, _ in rows])

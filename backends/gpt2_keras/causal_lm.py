@@ -155,11 +155,11 @@ class GPT2CausalLM(keras.Model):
                         jit_compile=jit_compile)
 
     def _preprocessed(self, x):
-        """A `tf.data` dataset of strings goes through the preprocessor; one that already yields
-        `(x, y, sample_weight)` (e.g. `packed_dataset`) is used as it is."""
-        strings = isinstance(x, tf.data.Dataset) and isinstance(x.element_spec, tf.TensorSpec) and (
-            x.element_spec.dtype == tf.string)
-        if self.preprocessor is not None and strings:
+        """A `tf.data` dataset of strings (or ids) goes through the preprocessor; one that already
+        yields `(x, y, sample_weight)` (e.g. `packed_dataset`) is used as it is."""
+        raw = isinstance(x, tf.data.Dataset) and isinstance(x.element_spec,
+                                                            (tf.TensorSpec, tf.RaggedTensorSpec))
+        if self.preprocessor is not None and raw:
             return x.map(self.preprocessor, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
         return x
 

@@ -8,6 +8,9 @@ C n_embd, nh heads, hs head_dim, V vocab, L layers.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import keras
 from keras import ops
 
@@ -43,6 +46,24 @@ def activation(kind: str, x):
                      f"Expected one of {sorted(set(ACTIVATION_KIND.values()))}.")
 
 
+_SKIP_INIT = contextvars.ContextVar("gpt2_keras_skip_init", default=False)
+
+
+@contextlib.contextmanager
+def skip_init():
+    """Inside, the random-normal weights (`Conv1D`, `Embedding`) start as zeros: for a loader
+    that overwrites them, so building the model costs one copy of the weights and no draws."""
+    token = _SKIP_INIT.set(True)
+    try:
+        yield
+    finally:
+        _SKIP_INIT.reset(token)
+
+
+def _normal_init():
+    return "zeros" if _SKIP_INIT.get() else keras.initializers.RandomNormal(stddev=0.02)
+
+
 class Conv1D(keras.layers.Layer):
     """GPT-2's `Conv1D`: y = x @ weight + bias with `weight` stored `[in, out]`.
 
@@ -53,8 +74,7 @@ class Conv1D(keras.layers.Layer):
                  dtype=None):
         super().__init__(name=name, dtype=dtype)
         self.n_in, self.n_out = n_in, n_out
-        self.weight = self.add_weight(shape=(n_in, n_out), name="weight",
-                                      initializer=keras.initializers.RandomNormal(stddev=0.02))
+        self.weight = self.add_weight(shape=(n_in, n_out), name="weight", initializer=_normal_init())
         self.bias = (self.add_weight(shape=(n_out,), name="bias", initializer="zeros")
                      if use_bias else None)
         self.built = True
@@ -96,8 +116,7 @@ class Embedding(keras.layers.Layer):
 
     def __init__(self, n: int, dim: int, name: str | None = None, dtype=None):
         super().__init__(name=name, dtype=dtype)
-        self.weight = self.add_weight(shape=(n, dim), name="weight",
-                                      initializer=keras.initializers.RandomNormal(stddev=0.02))
+        self.weight = self.add_weight(shape=(n, dim), name="weight", initializer=_normal_init())
         self.built = True
 
     def call(self, ids):

@@ -25,7 +25,7 @@ from gpt2_core import layout
 from gpt2_core.config import GPT2Config
 from gpt2_core.reference import check_inputs
 from gpt2_keras import losses, outputs, weights
-from gpt2_keras.layers import Conv1D
+from gpt2_keras.layers import Conv1D, skip_init
 from gpt2_keras.transformer import GPT2Transformer
 
 
@@ -199,9 +199,12 @@ class GPT2PreTrainedModel(keras.Model):
                 global policy.
             allow_pickle: also read `pytorch_model.bin`.
         """
-        config, params = gpt2_core.load_pretrained(path, allow_pickle=allow_pickle)
-        model = cls(config, dtype=dtype)
-        weights.load_params(model, params, source=os.fspath(path))
+        # NaN/inf are found while copying, a slice at a time: a check up front would read the
+        # whole file into memory next to the model.
+        config, params = gpt2_core.load_pretrained(path, allow_pickle=allow_pickle, check_finite=False)
+        with skip_init():  # every random draw would be overwritten
+            model = cls(config, dtype=dtype)
+        weights.load_params(model, params, source=os.fspath(path), init_missing=True)
         return model
 
     @classmethod

@@ -8,6 +8,7 @@ except the heads, whose checkpoint layout is `torch.nn.Linear`'s `[out, in]` whi
 from __future__ import annotations
 
 import logging
+import mmap
 from collections.abc import Mapping
 
 import keras
@@ -43,10 +44,17 @@ def transformer_table(t) -> list[Row]:
     return rows
 
 
-def load_params(model, params: Mapping[str, np.ndarray], source: str = "params") -> None:
+def load_params(model, params: Mapping[str, np.ndarray], source: str = "params",
+                init_missing: bool = False) -> None:
     """Assign canonical `params` to `model`'s variables. Every shape is checked first and all
-    problems are reported at once; head tensors absent from `params` keep their fresh
-    initialisation (logged), as when fine-tuning a new head on a base checkpoint."""
+    problems (also NaN or inf values, found while copying) are reported at once; head tensors
+    absent from `params` keep their initialisation (logged), as when fine-tuning a new head on
+    a base checkpoint (`init_missing`: draw GPT-2's N(0, 0.02) for them, for a model built
+    under `layers.skip_init`).
+
+    Memory: each tensor is copied into its variable in slices of about `CHUNK_BYTES`, and the
+    file pages it was read from are dropped, so loading peaks near one copy of the weights.
+    """
     table = model.weight_table()
     head_names = {name for name, _, _ in model.head_weight_table()}
     problems, assignments = [], []
@@ -54,6 +62,8 @@ def load_params(model, params: Mapping[str, np.ndarray], source: str = "params")
         if name not in params:
             if name in head_names:
                 logger.warning("`%s` is not in %s: it keeps its random initialisation.", name, source)
+                if init_missing and len(var.shape) == 2:
+                    var.assign(keras.initializers.RandomNormal(stddev=0.02)(var.shape, var.dtype))
                 continue
             problems.append(f"missing tensor `{name}` (shape {list(var.shape)})")
             continue
@@ -63,14 +73,63 @@ def load_params(model, params: Mapping[str, np.ndarray], source: str = "params")
             problems.append(f"`{name}` has shape {list(value.shape)}; the model expects "
                             f"{list(var.shape)}{' after transposing' if transpose else ''}")
             continue
-        assignments.append((var, value))
+        assignments.append((name, var, value))
     if problems:
         raise CheckpointError(source, problems)
     unused = sorted(set(params) - {name for name, _, _ in table})
     if unused:
         logger.info("Tensors of %s not used by %s: %s", source, type(model).__name__, unused)
-    for var, value in assignments:
-        var.assign(value.astype(keras.backend.standardize_dtype(var.dtype)))
+    for name, var, value in assignments:
+        if not _assign(var, value):
+            problems.append(f"`{name}` contains NaN or inf values")
+        _release_pages(params[name])
+    if problems:
+        raise CheckpointError(source, problems)
+
+
+CHUNK_BYTES = 8 << 20
+
+
+def _assign(var, value: np.ndarray) -> bool:
+    """Copy `value` into `var` (slice by slice on TensorFlow, in place); whether it was finite.
+
+    Whole-tensor conversions would hold two extra copies of the largest tensor (150 MB for
+    GPT-2 small's `wte`) next to the model.
+    """
+    dtype = keras.backend.standardize_dtype(var.dtype)
+    target = var.value
+    sliced = keras.backend.backend() == "tensorflow" and value.ndim >= 1 and hasattr(target, "assign")
+    if not sliced or value.nbytes <= CHUNK_BYTES:
+        finite = bool(np.isfinite(value).all())
+        var.assign(value.astype(dtype, copy=False))
+        return finite
+    rows = max(1, CHUNK_BYTES * value.shape[0] // value.nbytes)
+    finite = True
+    for i in range(0, value.shape[0], rows):
+        part = value[i:i + rows]
+        finite = finite and bool(np.isfinite(part).all())
+        target[i:i + rows].assign(part.astype(dtype, copy=False))
+        _release_pages(part)
+    return finite
+
+
+def _release_pages(arr: np.ndarray) -> None:
+    """Tell the kernel this process no longer needs the file pages behind `arr` (a view of a
+    read-only mapping of the checkpoint); they would otherwise count as a second copy of the
+    weights in the resident set."""
+    node, root = arr, None
+    while isinstance(node, np.ndarray):
+        root, node = node, node.base
+    if not isinstance(node, mmap.mmap) or root is None or not hasattr(node, "madvise"):
+        return
+    page = mmap.PAGESIZE
+    start = arr.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    begin = start - start % page
+    end = min(len(node), start + arr.nbytes)
+    try:
+        node.madvise(mmap.MADV_DONTNEED, begin, end - begin)
+    except (OSError, ValueError):
+        pass  # only a memory optimisation
 
 
 def get_params(model) -> dict[str, np.ndarray]:
