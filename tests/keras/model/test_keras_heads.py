@@ -157,6 +157,27 @@ def test_base_checkpoint_into_new_head_keeps_fresh_head(tmp_path, caplog):
     model = gpt2_keras.GPT2ForTokenClassification.from_pretrained(tmp_path)
     assert "classifier.weight" in caplog.text
     assert to_np(model.transformer.wte.weight).std() > 0.1  # the loaded, not the init, values
+    # the loader builds without random draws; the missing head still gets GPT-2's N(0, 0.02)
+    assert 0.01 < to_np(model.classifier.weight).std() < 0.03
+
+
+def test_loading_copies_in_slices_exactly_and_reports_non_finite_values(tmp_path, monkeypatch):
+    from gpt2_keras import weights
+
+    monkeypatch.setattr(weights, "CHUNK_BYTES", 1000)  # several slices per matrix
+    config = CONFIGS["untied_scaled"]  # an untied, transposed lm_head too
+    params = gpt2_core.random_params(config, 0)
+    gpt2_core.save_pretrained(tmp_path / "ok", config, params)
+    model = gpt2_keras.GPT2LMHeadModel.from_pretrained(tmp_path / "ok")
+    got = weights.get_params(model)
+    for k in params:
+        np.testing.assert_array_equal(got[k], params[k], err_msg=k)
+    params["h.1.attn.c_attn.weight"][3, 7] = np.nan
+    params["lm_head.weight"][-1, 0] = np.inf
+    gpt2_core.save_pretrained(tmp_path / "bad", config, params)
+    with pytest.raises(gpt2_core.CheckpointError, match="`h.1.attn.c_attn.weight` contains NaN") as e:
+        gpt2_keras.GPT2LMHeadModel.from_pretrained(tmp_path / "bad")
+    assert "`lm_head.weight` contains NaN or inf" in str(e.value)
 
 
 def test_missing_and_misshaped_tensors_are_all_reported():
