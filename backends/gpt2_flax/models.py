@@ -129,7 +129,10 @@ class _GPT2Base(nnx.Module):
         """
         # finiteness is checked tensor by tensor on the loaded copies (`weights.build`)
         config, params = checkpoint.load_pretrained(path, head=cls.head, check_finite=False)
-        return cls.from_params(config, params, dtype=dtype, param_dtype=param_dtype, mesh=mesh)
+        try:
+            return cls.from_params(config, params, dtype=dtype, param_dtype=param_dtype, mesh=mesh)
+        except checkpoint.CheckpointError as e:  # name the directory, not "<params>"
+            raise checkpoint.CheckpointError(os.fspath(path), e.problems) from None
 
     def to_params(self) -> dict[str, np.ndarray]:
         """Canonical name -> NumPy array (checkpoint layouts)."""
