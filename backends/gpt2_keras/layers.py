@@ -46,22 +46,31 @@ def activation(kind: str, x):
                      f"Expected one of {sorted(set(ACTIVATION_KIND.values()))}.")
 
 
-_SKIP_INIT = contextvars.ContextVar("gpt2_keras_skip_init", default=False)
+_INITIAL_VALUES = contextvars.ContextVar("gpt2_keras_initial_values", default=None)
 
 
 @contextlib.contextmanager
-def skip_init():
-    """Inside, the random-normal weights (`Conv1D`, `Embedding`) start as zeros: for a loader
-    that overwrites them, so building the model costs one copy of the weights and no draws."""
-    token = _SKIP_INIT.set(True)
+def initial_values(provider):
+    """Inside, the random-normal weights (`Conv1D`, `Embedding`) take their initial value from
+    `provider(shape, dtype)` (an array), or start as zeros where it returns None: for a loader,
+    so building the model costs one copy of the weights and no random draws."""
+    token = _INITIAL_VALUES.set(provider)
     try:
         yield
     finally:
-        _SKIP_INIT.reset(token)
+        _INITIAL_VALUES.reset(token)
 
 
 def _normal_init():
-    return "zeros" if _SKIP_INIT.get() else keras.initializers.RandomNormal(stddev=0.02)
+    provider = _INITIAL_VALUES.get()
+    if provider is None:
+        return keras.initializers.RandomNormal(stddev=0.02)
+
+    def init(shape, dtype=None):
+        value = provider(tuple(shape), dtype)
+        return ops.zeros(shape, dtype) if value is None else value
+
+    return init
 
 
 class Conv1D(keras.layers.Layer):

@@ -25,7 +25,7 @@ from gpt2_core import layout
 from gpt2_core.config import GPT2Config
 from gpt2_core.reference import check_inputs
 from gpt2_keras import losses, outputs, weights
-from gpt2_keras.layers import Conv1D, skip_init
+from gpt2_keras.layers import Conv1D, initial_values
 from gpt2_keras.transformer import GPT2Transformer
 
 
@@ -202,9 +202,15 @@ class GPT2PreTrainedModel(keras.Model):
         # NaN/inf are found while copying, a slice at a time: a check up front would read the
         # whole file into memory next to the model.
         config, params = gpt2_core.load_pretrained(path, allow_pickle=allow_pickle, check_finite=False)
-        with skip_init():  # every random draw would be overwritten
+        # The transformer's matrices become the variables' initial values (no random draws, no
+        # second copy); the rest is assigned.
+        values = weights.CheckpointValues(params, weights.transformer_matrices(config.n_layer))
+        with initial_values(values):
             model = cls(config, dtype=dtype)
-        weights.load_params(model, params, source=os.fspath(path), init_missing=True)
+        loaded = values.verify(model)
+        weights.load_params(model, params, source=os.fspath(path), init_missing=True,
+                            loaded=frozenset(loaded),
+                            non_finite=tuple(n for n in values.non_finite if n in loaded))
         return model
 
     @classmethod

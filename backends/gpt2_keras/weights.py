@@ -45,12 +45,14 @@ def transformer_table(t) -> list[Row]:
 
 
 def load_params(model, params: Mapping[str, np.ndarray], source: str = "params",
-                init_missing: bool = False) -> None:
+                init_missing: bool = False, loaded: frozenset[str] = frozenset(),
+                non_finite: tuple[str, ...] = ()) -> None:
     """Assign canonical `params` to `model`'s variables. Every shape is checked first and all
     problems (also NaN or inf values, found while copying) are reported at once; head tensors
     absent from `params` keep their initialisation (logged), as when fine-tuning a new head on
     a base checkpoint (`init_missing`: draw GPT-2's N(0, 0.02) for them, for a model built
-    under `layers.skip_init`).
+    under `layers.initial_values`). Names in `loaded` are already in place (`CheckpointValues`;
+    `non_finite` lists those it found holding NaN or inf).
 
     Memory: each tensor is copied into its variable in slices of about `CHUNK_BYTES`, and the
     file pages it was read from are dropped, so loading peaks near one copy of the weights.
@@ -79,7 +81,10 @@ def load_params(model, params: Mapping[str, np.ndarray], source: str = "params",
     unused = sorted(set(params) - {name for name, _, _ in table})
     if unused:
         logger.info("Tensors of %s not used by %s: %s", source, type(model).__name__, unused)
+    problems = [f"`{name}` contains NaN or inf values" for name in non_finite]
     for name, var, value in assignments:
+        if name in loaded:
+            continue
         if not _assign(var, value):
             problems.append(f"`{name}` contains NaN or inf values")
         _release_pages(params[name])
@@ -88,6 +93,63 @@ def load_params(model, params: Mapping[str, np.ndarray], source: str = "params",
 
 
 CHUNK_BYTES = 8 << 20
+
+
+def transformer_matrices(n_layer: int) -> list[str]:
+    """The transformer's `Embedding`/`Conv1D` weights in the order `GPT2Transformer` creates
+    them (checked after building by `CheckpointValues.verify`)."""
+    names = ["wte.weight", "wpe.weight"]
+    for i in range(n_layer):
+        names += [f"h.{i}.{m}.weight" for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")]
+    return names
+
+
+class CheckpointValues:
+    """A `layers.initial_values` provider: the checkpoint's transformer matrices, served in
+    creation order, each copied once (a slice at a time, with the finite check, dropping the
+    file pages behind it) so that the variables are born holding them."""
+
+    def __init__(self, params: Mapping[str, np.ndarray], names: list[str]):
+        self.params, self.queue = params, list(names)
+        self.served: list[str] = []
+        self.non_finite: list[str] = []
+
+    def __call__(self, shape: tuple, dtype) -> np.ndarray | None:
+        if not self.queue:
+            return None  # the head's layers: `load_params` assigns them
+        name = self.queue[0]
+        value = self.params.get(name)
+        if value is None or tuple(value.shape) != tuple(shape):
+            self.queue = []  # out of step: `load_params` assigns (and checks) everything left
+            return None
+        self.queue.pop(0)
+        out = np.empty(value.shape, keras.backend.standardize_dtype(dtype or "float32"))
+        rows = max(1, CHUNK_BYTES * value.shape[0] // max(value.nbytes, 1))
+        finite = True
+        for i in range(0, value.shape[0], rows):
+            part = value[i:i + rows]
+            finite = finite and bool(np.isfinite(part).all())
+            out[i:i + rows] = part
+            _release_pages(part)
+        if not finite:
+            self.non_finite.append(name)
+        self.served.append(name)
+        return out
+
+    def verify(self, model) -> set[str]:
+        """The served names whose variable holds their first row (all of them unless the
+        creation order changed); the others are left to `load_params`."""
+        table = {name: var for name, var, _ in model.weight_table()}
+        ok = set()
+        for name in self.served:
+            first = np.asarray(keras.ops.convert_to_numpy(table[name][0]))
+            if np.array_equal(first, np.asarray(self.params[name][0], first.dtype), equal_nan=True):
+                ok.add(name)
+            else:
+                logger.warning("`%s` was not created in the expected order; assigning it.", name)
+        return ok
+
+
 
 
 def _assign(var, value: np.ndarray) -> bool:
