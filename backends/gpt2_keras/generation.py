@@ -5,8 +5,9 @@ is traced once per shape bucket into a `tf.function(jit_compile=True)` (XLA). Sh
 the prompt is left-padded (mask 0) to a multiple of `PROMPT_BUCKET` and the buffer length
 rounded up to a multiple of `LENGTH_BUCKET`, so a new prompt length reuses the compiled
 function. The padding changes nothing: positions come from the mask and masked keys get exactly
-zero weight. Beam search follows transformers' vectorised algorithm step by step on the host
-(NumPy), calling a compiled one-token step; its processors are `gpt2_core.sampling`'s own.
+zero weight. Beam search is compiled whole in the same way (`gpt2_keras.beam_search`). With a
+`streamer`, greedy and sampling run the loop on the host around the same compiled prefill and
+step (`stream`), since a compiled loop cannot call back into Python.
 
 Dimensions: B batch, P prompt, P_b bucketed prompt, S buffer, V vocab, nb beams.
 """
