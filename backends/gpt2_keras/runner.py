@@ -22,14 +22,15 @@ def generate(model: GPT2LMHeadModel, prompt_ids: list[int], options) -> Iterator
     ids = np.asarray([prompt_ids], np.int32)
     if options.num_beams > 1:  # beams are reordered until the end: one chunk
         out = model.generate(ids, max_new_tokens=options.max_new_tokens,
+                             do_sample=options.do_sample, temperature=options.temperature,
+                             top_k=options.top_k if options.do_sample else None,
+                             top_p=options.top_p if options.do_sample else None,
                              repetition_penalty=options.repetition_penalty,
-                             num_beams=options.num_beams, eos_token_id=list(options.eos_token_ids))
+                             num_beams=options.num_beams, eos_token_id=list(options.eos_token_ids),
+                             seed=options.seed)
         yield until_eos(np.asarray(out)[0, len(prompt_ids):].tolist(), options.eos_token_ids)
         return
-    if ids.shape[1] + options.max_new_tokens > model.config.n_positions:
-        raise ValueError(f"prompt length {ids.shape[1]} + max_new_tokens {options.max_new_tokens} "
-                         f"exceeds the model's `n_positions`={model.config.n_positions}. Shorten the "
-                         "prompt or lower max_new_tokens.")
+    generation._check_generate_args(model.config, ids, options.max_new_tokens, 1, options.do_sample)
     cfg = SamplingConfig(do_sample=options.do_sample, temperature=options.temperature,
                          top_k=options.top_k if options.do_sample else None,
                          top_p=options.top_p if options.do_sample else None,
