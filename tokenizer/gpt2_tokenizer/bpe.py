@@ -18,7 +18,7 @@ import heapq
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain, repeat
 
-from gpt2_tokenizer.pretokenizer import ascii_words, pretokenize, split_chunks, split_pieces
+from gpt2_tokenizer.pretokenizer import CHUNK_CHARS, ascii_words, pretokenize, split_chunks, split_pieces
 
 __all__ = ["CACHE_MAX_ENTRIES", "BytePairEncoding", "bytes_to_unicode"]
 
@@ -155,9 +155,11 @@ class BytePairEncoding:
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encodes text with no special-token handling. `text` must be a `str` (not checked)."""
+        word_ids = self._word_cache.__getitem__
+        if len(text) <= CHUNK_CHARS and text.isascii():  # The common short call, in one step.
+            return list(chain.from_iterable(map(word_ids, ascii_words(text))))
         ids: list[int] = []
         extend = ids.extend
-        word_ids = self._word_cache.__getitem__
         piece_ids = self._piece_cache.__getitem__
         # Chunk by chunk: the word lists stay small (no 60 MB list for 5 MB of text).
         for chunk in _ascii_and_other_chunks(text):

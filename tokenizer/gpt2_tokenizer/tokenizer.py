@@ -376,14 +376,15 @@ class GPT2Tokenizer:
         """Encodes many texts; `encode`'s special-token policy applies to each.
 
         Pure Python holds the GIL, so threads would not scale: with `num_threads > 1` and over
-        about 1M characters in total, the work goes to a pool of `num_threads` worker
-        *processes* (the name matches tiktoken's). The pool starts on first use (about a
+        about 1M characters in total, the texts are shared among `num_threads` *processes*
+        (the name matches tiktoken's): this one and a pool of `num_threads - 1` workers, which
+        start with copies of this tokenizer's caches. The pool starts on first use (about a
         second, `forkserver` start method: scripts need an `if __name__ == "__main__":` guard)
         and is kept for later calls until `close()`.
 
         Args:
             texts: The texts.
-            num_threads: Worker processes to use for large batches.
+            num_threads: Processes to use for large batches, this one included.
             allowed_special: As in `encode`.
             disallowed_special: As in `encode`.
 
@@ -405,13 +406,30 @@ class GPT2Tokenizer:
         return self._encode_parallel(list(texts), num_threads, kwargs)
 
     def _encode_parallel(
-        self, texts: list[str], workers: int, kwargs: dict[str, Any]
+        self, texts: list[str], processes: int, kwargs: dict[str, Any]
     ) -> list[list[int]]:
-        pool = self._process_pool(workers)
-        size = max(1, -(-len(texts) // (workers * 4)))
+        """Workers take chunks from the front; this process takes them from the back by
+        cancelling futures the pool has not started, so both finish at about the same time."""
+        pool = self._process_pool(processes - 1)
+        size = max(1, -(-len(texts) // (processes * 8)))
         chunks = [texts[i:i + size] for i in range(0, len(texts), size)]
+        futures = [pool.submit(_worker_encode, chunk, kwargs) for chunk in chunks]
+        done_here: dict[int, list[list[int]]] = {}
+        try:
+            for k in reversed(range(len(chunks))):
+                if not futures[k].cancel():
+                    break
+                done_here[k] = [self.encode(t, **kwargs) for t in chunks[k]]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
         out: list[list[int]] = []
-        for ids, lengths in pool.map(_worker_encode, chunks, [kwargs] * len(chunks)):
+        for k, future in enumerate(futures):
+            if k in done_here:
+                out += done_here[k]
+                continue
+            ids, lengths = future.result()
             flat = ids.tolist()
             start = 0
             for n in lengths:
