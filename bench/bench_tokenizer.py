@@ -2,10 +2,11 @@
 
 Run: `PYTHONPATH=tokenizer python bench/bench_tokenizer.py [--mb 5] [--repeat 3]`.
 
-Compares `gpt2_tokenizer` (cold and warm caches, one thread, and `encode_batch` on 2 worker
-processes) with tiktoken `encode_ordinary` (built offline from the bundled ranks) and Hugging
-Face `tokenizers` (Rust). Asserts that every implementation returns the same ids. Each figure is
-the best of `--repeat` runs; on a shared machine the spread between runs is large.
+Compares `gpt2_tokenizer` (cold and warm caches, one thread, and `encode_batch` on 2
+processes: the caller and one worker) with tiktoken `encode_ordinary` (built offline from the
+bundled ranks) and Hugging Face `tokenizers` (Rust). Asserts that every implementation returns
+the same ids. Each figure is the best of `--repeat` runs; on a shared machine the spread between
+runs is large.
 """
 
 from __future__ import annotations

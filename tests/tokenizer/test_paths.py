@@ -142,3 +142,22 @@ def test_filled_caches_stay_bounded():
     assert len(small._word_cache) == 4
     small.fill_caches({f" v{i}": (i,) for i in range(3)}, {})  # 4 + 3 > 5: cleared first.
     assert len(small._word_cache) == 3
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_parallel_batch_raises_from_either_process(monkeypatch, where):
+    # The pool takes chunks from the front and the calling process from the back: a
+    # disallowed special token must raise wherever its chunk is encoded.
+    from gpt2_tokenizer import tokenizer as tokenizer_module
+
+    monkeypatch.setattr(tokenizer_module, "_PARALLEL_MIN_CHARS", 0)
+    tok = GPT2Tokenizer.from_pretrained()
+    texts = [f"text {i}" for i in range(64)]
+    texts[0 if where == "first" else -1] = "<|endoftext|>"
+    try:
+        with pytest.raises(ValueError, match=r"disallowed special token '<\|endoftext\|>'"):
+            tok.encode_batch(texts, num_threads=2)
+        texts[0 if where == "first" else -1] = "fine"
+        assert tok.encode_batch(texts, num_threads=2) == [tok.encode(t) for t in texts]
+    finally:
+        tok.close()
