@@ -126,7 +126,7 @@ def test_workers_start_with_the_parent_caches_and_return_compact_arrays():
     try:
         assert dict(worker.bpe._word_cache) == dict(parent.bpe._word_cache)
         assert dict(worker.bpe._piece_cache) == dict(parent.bpe._piece_cache)
-        ids, lengths = tokenizer_module._worker_encode(texts, {})
+        ids, lengths = tokenizer_module._worker_encode(texts, parent._special_policy((), "all"))
     finally:
         tokenizer_module._WORKER = None
     assert ids.itemsize >= 4 and list(lengths) == [len(e) for e in expected]

@@ -317,7 +317,15 @@ class GPT2Tokenizer:
         [17250, 50256]
         """
         _check_str(text, "text")
-        allowed = self._special.keys() if allowed_special == "all" else set(allowed_special)
+        return self._encode_checked(text, *self._special_policy(allowed_special, disallowed_special))
+
+    def _special_policy(
+        self,
+        allowed_special: Collection[str] | Literal["all"],
+        disallowed_special: Collection[str] | Literal["all"],
+    ) -> tuple[set[str], tuple[str, ...]]:
+        """`encode`'s arguments checked once: (allowed, disallowed) special tokens."""
+        allowed = set(self._special) if allowed_special == "all" else set(allowed_special)
         unknown = [t for t in allowed if t not in self._special]
         if unknown:
             raise ValueError(
@@ -325,9 +333,11 @@ class GPT2Tokenizer:
                 f"Received unknown: {sorted(unknown)}. Add them with `tok.add_special_tokens`."
             )
         if disallowed_special == "all":
-            disallowed: Iterable[str] = [t for t in self._special if t not in allowed]
-        else:
-            disallowed = disallowed_special
+            return allowed, tuple(t for t in self._special if t not in allowed)
+        return allowed, tuple(disallowed_special)
+
+    def _encode_checked(self, text: str, allowed: set[str], disallowed: tuple[str, ...]) -> list[int]:
+        """`encode` of a checked `str` under a checked policy (the per-text part of a batch)."""
         for token in disallowed:
             if token in text:
                 raise ValueError(
@@ -336,9 +346,12 @@ class GPT2Tokenizer:
                     "(or 'all'); to encode it as normal text, pass "
                     f"`disallowed_special=()` or use `encode_ordinary`."
                 )
-        if not allowed:
-            return self.encode_ordinary(text)
-        return self._encode_with_specials(text, set(allowed))
+        if allowed:
+            return self._encode_with_specials(text, allowed)
+        try:
+            return self.bpe.encode_ordinary(text)
+        except UnicodeEncodeError:
+            raise _surrogate_error(text, "text") from None
 
     def _encode_with_specials(self, text: str, allowed: set[str]) -> list[int]:
         ids: list[int] = []
@@ -400,26 +413,26 @@ class GPT2Tokenizer:
             _check_str(text, f"texts[{i}]")
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
             raise ValueError(f"`num_threads` must be an int >= 1. Received: {num_threads!r}.")
-        kwargs = {"allowed_special": allowed_special, "disallowed_special": disallowed_special}
+        policy = self._special_policy(allowed_special, disallowed_special)
         if num_threads == 1 or sum(map(len, texts)) < _PARALLEL_MIN_CHARS:
-            return [self.encode(t, **kwargs) for t in texts]  # type: ignore[arg-type]
-        return self._encode_parallel(list(texts), num_threads, kwargs)
+            return [self._encode_checked(t, *policy) for t in texts]
+        return self._encode_parallel(list(texts), num_threads, policy)
 
     def _encode_parallel(
-        self, texts: list[str], processes: int, kwargs: dict[str, Any]
+        self, texts: list[str], processes: int, policy: tuple[set[str], tuple[str, ...]]
     ) -> list[list[int]]:
         """Workers take chunks from the front; this process takes them from the back by
         cancelling futures the pool has not started, so both finish at about the same time."""
         pool = self._process_pool(processes - 1)
         size = max(1, -(-len(texts) // (processes * 8)))
         chunks = [texts[i:i + size] for i in range(0, len(texts), size)]
-        futures = [pool.submit(_worker_encode, chunk, kwargs) for chunk in chunks]
+        futures = [pool.submit(_worker_encode, chunk, policy) for chunk in chunks]
         done_here: dict[int, list[list[int]]] = {}
         try:
             for k in reversed(range(len(chunks))):
                 if not futures[k].cancel():
                     break
-                done_here[k] = [self.encode(t, **kwargs) for t in chunks[k]]
+                done_here[k] = [self._encode_checked(t, *policy) for t in chunks[k]]
         except BaseException:
             for future in futures:
                 future.cancel()
@@ -787,8 +800,8 @@ def _worker_init(tokenizer: GPT2Tokenizer, caches: tuple[dict[str, tuple[int, ..
     tokenizer.bpe.fill_caches(*caches)
 
 
-def _worker_encode(texts: list[str], kwargs: dict[str, Any]) -> tuple[array, array]:
+def _worker_encode(texts: list[str], policy: tuple[set[str], tuple[str, ...]]) -> tuple[array, array]:
     """All ids in one array and each text's length in another: they pickle as raw bytes, which
     costs both processes far less than lists of Python ints."""
-    rows = [_WORKER.encode(t, **kwargs) for t in texts]  # type: ignore[union-attr]
+    rows = [_WORKER._encode_checked(t, *policy) for t in texts]  # type: ignore[union-attr]
     return array(_ID_TYPECODE, chain.from_iterable(rows)), array(_ID_TYPECODE, map(len, rows))
