@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpt2_tokenizer import PRETOKENIZE_PATTERN, BytePairEncoding, GPT2Tokenizer, bytes_to_unicode
+from gpt2_tokenizer import bpe as bpe_module
 from gpt2_tokenizer import pretokenizer as pre
 
 _BYTE_OF = {c: b for b, c in bytes_to_unicode().items()}
@@ -47,8 +48,10 @@ def test_chunks_are_cut_only_before_a_space_after_non_space():
 
 @pytest.fixture(scope="module")
 def small_chunks(monkeypatch_module):
-    # Chunks of ~16 characters: every mixed text alternates ASCII and Unicode chunks.
+    # Chunks of ~16 characters, non-ASCII ones cut again at ~4: every mixed text alternates
+    # ASCII and Unicode chunks at both levels.
     monkeypatch_module.setattr(pre.split_chunks, "__defaults__", (16,))
+    monkeypatch_module.setattr(bpe_module, "_FINE_CHUNK_CHARS", 4)
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +66,22 @@ def test_mixed_text_in_small_chunks_matches_tiktoken(small_chunks, tok, tiktoken
     for text in (" ".join(hard), "\n".join(hard[::-1]), "héllo wörld " * 20 + "plain ascii " * 20):
         assert fresh.encode_ordinary(text) == tiktoken_enc.encode_ordinary(text)
     assert len(pre.split_chunks(" ".join(hard))) > 100
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(_ASCII_PARTS, st.sampled_from(["é", "中", "\u3000", "\xa0", "😀", "٣"]),
+                          st.text(max_size=5).filter(lambda t: t.encode("utf-8", "ignore") and
+                                                     not any(0xD800 <= ord(c) < 0xE000 for c in t))),
+                max_size=60).map("".join))
+def test_property_small_chunks_match_tiktoken(small_chunks, small_cache, tiktoken_enc, text):
+    assert small_cache.encode_ordinary(text) == tiktoken_enc.encode_ordinary(text)
+
+
+@pytest.fixture(scope="module")
+def small_cache(tok):
+    # 16 entries: the caches clear often, so most words are encoded afresh.
+    return type(tok.bpe)(tok.encoder, tok.merges, whole_word_fast_path=True, max_cache_entries=16)
 
 
 def test_id_merge_equals_string_merge_for_every_length(tok):
