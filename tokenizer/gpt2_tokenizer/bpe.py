@@ -29,7 +29,7 @@ _RANK_SHIFT = 32  # Pair table values are rank << 32 | merged id: `min` picks th
 _ID_MASK = (1 << _RANK_SHIFT) - 1
 
 _NO_MERGE = 1 << 62
-_CACHE_MAX_KEY_CHARS = 256  # Longer pieces rarely repeat; caching them only costs memory.
+_CACHE_MAX_KEY_CHARS = 256  # Longer words and pieces rarely repeat: caching them costs memory.
 _FINE_CHUNK_CHARS = 256  # Cutting non-ASCII chunks again sends ~3/4 of their text back to ASCII.
 _HEAP_MIN_SYMBOLS = 48  # Above this, the O(n log n) heap merge beats the simple O(n^2) loop.
 
@@ -139,13 +139,13 @@ class BytePairEncoding:
         byte_ids = [encoder.get(c) for c in bytes_to_unicode().values()]
         if None in byte_ids or len(set(encoder.values())) < len(encoder):
             return None, {}
-        rising, last = True, (-1, -1)
+        rising, last_rank, last_id = True, -1, -1
         for (left, right), rank in self.bpe_ranks.items():
             merged_id = encoder.get(left + right)
             if left not in encoder or right not in encoder or merged_id is None:
                 return None, {}
-            rising = rising and (rank, merged_id) > last and merged_id > last[1]
-            last = (rank, merged_id)
+            rising = rising and rank > last_rank and merged_id > last_id
+            last_rank, last_id = rank, merged_id
         pairs = {}
         for (left, right), rank in self.bpe_ranks.items():
             merged_id = encoder[left + right]
@@ -181,7 +181,12 @@ class BytePairEncoding:
     def fill_caches(
         self, words: Mapping[str, tuple[int, ...]], pieces: Mapping[str, tuple[int, ...]]
     ) -> None:
-        """Adds entries from `cache_contents` of a tokenizer with the same vocabulary and merges."""
+        """Adds cache entries made by a tokenizer with the same vocabulary and merges.
+
+        Args:
+            words: The word cache entries of its `cache_contents()`.
+            pieces: The piece cache entries of its `cache_contents()`.
+        """
         for cache, entries in ((self._word_cache, words), (self._piece_cache, pieces)):
             if len(cache) + len(entries) > cache._max_entries:
                 cache.clear()

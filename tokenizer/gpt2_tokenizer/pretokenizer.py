@@ -11,7 +11,9 @@ give identical splits and are picked per piece of text for speed:
 
 `split_pieces` cuts text at spaces that follow a non-whitespace character. No pre-token can
 cross such a cut and the regex's only lookahead, `(?!\\S)`, sees whitespace on both sides of it,
-so each piece pre-tokenizes exactly as in context and can be cached as a unit.
+so each piece pre-tokenizes exactly as in context and can be cached as a unit. `split_chunks`
+cuts at the same places, but only every few thousand characters, so that mixed text can send
+its ASCII chunks to `ascii_words` and only the others to the Unicode forms.
 """
 
 from __future__ import annotations
