@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import weakref
 from array import array
 from collections.abc import Collection, Iterable, Sequence
@@ -34,6 +35,7 @@ __all__ = ["GPT2Tokenizer"]
 
 ENDOFTEXT = "<|endoftext|>"
 _PARALLEL_MIN_CHARS = 1_000_000  # Below this a process pool costs more than it saves.
+_PAUSE_EVERY_CHARS = 16_384  # About a millisecond of encoding (see `_encode_yielding`).
 _SURROGATE_RE = regex.compile(r"[\ud800-\udfff]")
 
 
@@ -432,7 +434,7 @@ class GPT2Tokenizer:
             for k in reversed(range(len(chunks))):
                 if not futures[k].cancel():
                     break
-                done_here[k] = [self._encode_checked(t, *policy) for t in chunks[k]]
+                done_here[k] = self._encode_yielding(chunks[k], policy)
         except BaseException:
             for future in futures:
                 future.cancel()
@@ -448,6 +450,25 @@ class GPT2Tokenizer:
             for n in lengths:
                 out.append(flat[start:start + n])
                 start += n
+        return out
+
+    def _encode_yielding(
+        self, texts: list[str], policy: tuple[set[str], tuple[str, ...]]
+    ) -> list[list[int]]:
+        """Encodes texts, letting other threads run every ~16K characters.
+
+        The executor's threads, which hand chunks to the workers and take results back, need the
+        GIL; without a pause this loop holds it for the whole 5 ms switch interval, and the
+        workers measurably wait between chunks (~25% idle).
+        """
+        out = []
+        since_pause = 0
+        for text in texts:
+            out.append(self._encode_checked(text, *policy))
+            since_pause += len(text)
+            if since_pause > _PAUSE_EVERY_CHARS:
+                time.sleep(0)
+                since_pause = 0
         return out
 
     def _process_pool(self, workers: int) -> ProcessPoolExecutor:
