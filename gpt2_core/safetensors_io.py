@@ -7,6 +7,7 @@ float32 with the low 16 mantissa bits zero). Writing bf16 rounds float32 to near
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 from collections.abc import Mapping
@@ -112,3 +113,26 @@ def save_file(tensors: Mapping[str, np.ndarray], path: str | os.PathLike[str],
         f.write(raw)
         for blob in blobs:
             f.write(blob)
+
+
+def release_pages(arr: np.ndarray) -> None:
+    """Tell the kernel this process no longer needs the file pages behind `arr`.
+
+    For a view of a read-only file mapping (what `load_file` returns): once a loader has copied
+    a tensor into its framework, the pages it read would otherwise stay resident and count as a
+    second copy of the weights. Reading `arr` afterwards still works (the pages come back from
+    the file). A no-op for arrays that are not file mappings.
+    """
+    node, root = arr, None
+    while isinstance(node, np.ndarray):
+        root, node = node, node.base
+    if not isinstance(node, mmap.mmap) or root is None or not hasattr(node, "madvise"):
+        return
+    page = mmap.PAGESIZE
+    start = arr.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    begin = start - start % page
+    end = min(len(node), start + arr.nbytes)
+    try:
+        node.madvise(mmap.MADV_DONTNEED, begin, end - begin)
+    except (OSError, ValueError):
+        pass  # only a memory optimisation

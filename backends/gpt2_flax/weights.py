@@ -7,7 +7,6 @@ layout `[out, in]`) transpose. Orbax checkpointing of the NNX state lives here t
 
 from __future__ import annotations
 
-import mmap
 import os
 from collections.abc import Callable, Mapping
 
@@ -18,6 +17,7 @@ from flax import nnx
 
 from gpt2_core import layout
 from gpt2_core.config import GPT2Config
+from gpt2_core.safetensors_io import release_pages
 
 Path = tuple[str | int, ...]
 
@@ -101,7 +101,7 @@ def build(create: Callable[[], nnx.Module], config: GPT2Config, head: str,
         if shardings is not None:
             array = jax.device_put(array, shardings[name])
         array.block_until_ready()
-        _release_pages(value)
+        release_pages(value)
         # checked on the copy, after the file pages are dropped: checking the (memory-mapped)
         # checkpoint first would keep every page resident, a second copy in RSS
         if not bool(jnp.isfinite(array).all()):
@@ -113,24 +113,6 @@ def build(create: Callable[[], nnx.Module], config: GPT2Config, head: str,
     _, param_state, _ = nnx.split(abstract, nnx.Param, ...)
     return nnx.merge(graphdef, param_state, rest)
 
-
-def _release_pages(arr: np.ndarray) -> None:
-    """Tell the kernel this process no longer needs the file pages behind `arr` (a view of a
-    read-only mapping, as `gpt2_core.load_pretrained` returns); they would otherwise count as a
-    second copy of the weights in RSS. A no-op for ordinary arrays."""
-    node, root = arr, None
-    while isinstance(node, np.ndarray):
-        root, node = node, node.base
-    if not isinstance(node, mmap.mmap) or root is None or not hasattr(node, "madvise"):
-        return
-    page = mmap.PAGESIZE
-    start = arr.__array_interface__["data"][0] - root.__array_interface__["data"][0]
-    begin = start - start % page
-    end = min(len(node), start + arr.nbytes)
-    try:
-        node.madvise(mmap.MADV_DONTNEED, begin, end - begin)
-    except (OSError, ValueError):
-        pass  # only a memory optimisation
 
 
 def save_state(model: nnx.Module, directory: str | os.PathLike[str]) -> None:

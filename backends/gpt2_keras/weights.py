@@ -8,13 +8,13 @@ except the heads, whose checkpoint layout is `torch.nn.Linear`'s `[out, in]` whi
 from __future__ import annotations
 
 import logging
-import mmap
 from collections.abc import Mapping
 
 import keras
 import numpy as np
 
 from gpt2_core.checkpoint import CheckpointError
+from gpt2_core.safetensors_io import release_pages
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def load_params(model, params: Mapping[str, np.ndarray], source: str = "params",
             continue
         if not _assign(var, value):
             problems.append(f"`{name}` contains NaN or inf values")
-        _release_pages(params[name])
+        release_pages(params[name])
     if problems:
         raise CheckpointError(source, problems)
 
@@ -130,7 +130,7 @@ class CheckpointValues:
             part = value[i:i + rows]
             finite = finite and bool(np.isfinite(part).all())
             out[i:i + rows] = part
-            _release_pages(part)
+            release_pages(part)
         if not finite:
             self.non_finite.append(name)
         self.served.append(name)
@@ -171,27 +171,9 @@ def _assign(var, value: np.ndarray) -> bool:
         part = value[i:i + rows]
         finite = finite and bool(np.isfinite(part).all())
         target[i:i + rows].assign(part.astype(dtype, copy=False))
-        _release_pages(part)
+        release_pages(part)
     return finite
 
-
-def _release_pages(arr: np.ndarray) -> None:
-    """Tell the kernel this process no longer needs the file pages behind `arr` (a view of a
-    read-only mapping of the checkpoint); they would otherwise count as a second copy of the
-    weights in the resident set."""
-    node, root = arr, None
-    while isinstance(node, np.ndarray):
-        root, node = node, node.base
-    if not isinstance(node, mmap.mmap) or root is None or not hasattr(node, "madvise"):
-        return
-    page = mmap.PAGESIZE
-    start = arr.__array_interface__["data"][0] - root.__array_interface__["data"][0]
-    begin = start - start % page
-    end = min(len(node), start + arr.nbytes)
-    try:
-        node.madvise(mmap.MADV_DONTNEED, begin, end - begin)
-    except (OSError, ValueError):
-        pass  # only a memory optimisation
 
 
 def get_params(model) -> dict[str, np.ndarray]:

@@ -8,7 +8,6 @@ matrices are stored `[in, out]` as in the checkpoint: no transposes.
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import warnings
 
@@ -18,6 +17,7 @@ from torch import nn
 
 import gpt2_core
 from gpt2_core import GPT2Config, layout
+from gpt2_core.safetensors_io import release_pages
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def _materialise(model: nn.Module, params: dict[str, np.ndarray], dtype: torch.d
             with warnings.catch_warnings():  # read-only memmap: we only read from it
                 warnings.simplefilter("ignore", UserWarning)
                 out.copy_(torch.from_numpy(arr))
-            _release_pages(arr)
+            release_pages(arr)
         state[key] = out
     return state, missing
 
@@ -162,23 +162,6 @@ def _all_finite(t: torch.Tensor, chunk: int = 1 << 20) -> bool:
         return True
     return all(bool(torch.isfinite(part).all()) for part in t.reshape(-1).split(chunk))
 
-
-def _release_pages(arr: np.ndarray) -> None:
-    """Tell the kernel this process no longer needs the file pages behind `arr` (a view of a
-    read-only mapping); they would otherwise count as a second copy in RSS."""
-    node, root = arr, None
-    while isinstance(node, np.ndarray):
-        root, node = node, node.base
-    if not isinstance(node, mmap.mmap) or root is None or not hasattr(node, "madvise"):
-        return
-    page = mmap.PAGESIZE
-    start = arr.__array_interface__["data"][0] - root.__array_interface__["data"][0]
-    begin = start - start % page
-    end = min(len(node), start + arr.nbytes)
-    try:
-        node.madvise(mmap.MADV_DONTNEED, begin, end - begin)
-    except (OSError, ValueError):
-        pass  # only a memory optimisation
 
 
 def _init_missing(model: GPT2PreTrainedModel, missing: list[str]) -> None:
