@@ -2,8 +2,9 @@
 
 Every GPT-2 forward is dominated by products with the same 49 weight matrices (per block
 `c_attn` 768x2304, `attn.c_proj` 768x768, `c_fc` 768x3072, `mlp.c_proj` 3072x768; and the
-tied LM head 768x50257). Timing only those products, in PyTorch's fastest CPU path (oneDNN,
-float32, 2 threads), gives a ceiling no implementation of GPT-2 can pass on this machine:
+tied LM head 768x50257). Timing only those products, in PyTorch's fastest CPU path (oneDNN or
+MKL, whichever is faster; float32, 2 threads), gives a ceiling no implementation of GPT-2 can
+pass on this machine:
 
 - decode at batch 1 multiplies one row by every matrix: it streams all 497 MB of weights from
   memory for each token, so its ceiling is set by memory bandwidth;
@@ -30,6 +31,12 @@ import torch
 
 N_EMBD, N_LAYER, VOCAB = 768, 12, 50257
 
+# Both CPU GEMM paths torch has; each pass keeps the faster (MKL's generic path is about half
+# oneDNN's speed on AMD CPUs, see backends/gpt2_torch/linear.py).
+LINEARS = [torch.nn.functional.linear]
+if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+    LINEARS.append(lambda x, w: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], ""))
+
 
 def gpt2_small_matrices() -> list[torch.Tensor]:
     """GPT-2 small's weight matrices as `nn.Linear` holds them, [out, in], random (the values
@@ -45,18 +52,18 @@ def products(mats: list[torch.Tensor], rows: int, head_rows: int, repeats: int) 
     head applied to `head_rows` of them (generation needs only the last position's logits)."""
     x = {k: torch.randn(rows, k) for k in (N_EMBD, 4 * N_EMBD)}
     head_in = torch.randn(head_rows, N_EMBD)
-
-    def one_pass() -> None:
-        for m in mats[:-1]:
-            torch.nn.functional.linear(x[m.shape[1]], m)
-        torch.nn.functional.linear(head_in, mats[-1])
-
-    one_pass()
     best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+    for linear in LINEARS:
+        def one_pass(linear=linear) -> None:
+            for m in mats[:-1]:
+                linear(x[m.shape[1]], m)
+            linear(head_in, mats[-1])
+
         one_pass()
-        best = min(best, time.perf_counter() - t0)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            one_pass()
+            best = min(best, time.perf_counter() - t0)
     return best
 
 
