@@ -188,7 +188,7 @@ def main() -> None:
          notes=f"{weights / 2**20:.0f} MiB of weights; transformers (lazily mapped): "
                f"{rss_hf:.2f}x", higher_is_better=False)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads. Shared machine: numbers are noisy.")
+          f"{torch.get_num_threads()} threads.")
 
 
 if __name__ == "__main__":
