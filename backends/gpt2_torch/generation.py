@@ -91,9 +91,11 @@ class GenerationMixin:
                 (batch, cache length, dtype, device), so later calls whose prompt plus
                 `max_new_tokens` falls in the same bucket reuse it without recompiling. The
                 first call pays the compilation (about 15 s for GPT-2 small on CPU); the prompt
-                itself runs eagerly. It removes per-step Python overhead: a few percent faster
-                than eager for GPT-2 small on CPU, where the weight reads dominate. Tokens are
-                those of `compile=False` (greedy, sampling, beam search).
+                itself runs eagerly. It removes per-step Python overhead, which matters for
+                small models and fast devices; for GPT-2 small on a 2-core CPU, where reading
+                the weights dominates each step, it measured no faster than eager
+                (`bench/README.md`). Tokens are those of `compile=False` (greedy, sampling,
+                beam search).
                 torch keeps at most `torch._dynamo.config.recompile_limit` compiled variants
                 of the step and runs further shapes eagerly.
         """
