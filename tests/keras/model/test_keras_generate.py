@@ -94,6 +94,28 @@ def test_beam_search_with_frequent_eos_ids_matches_transformers(pair, early_stop
     np.testing.assert_array_equal(got, transformers_generate(theirs, config, ids, mask, **kw))
 
 
+def test_segment_ends_double_from_the_prompt_up_to_the_buffer():
+    assert generation.segment_ends(32, 64) == [64]
+    assert generation.segment_ends(32, 192) == [64, 128, 192]
+    assert generation.segment_ends(64, 1024) == [128, 256, 512, 1024]
+    assert generation.segment_ends(512, 576) == [576]
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(repetition_penalty=1.3, no_repeat_ngram_size=2)],
+                         ids=["greedy", "processors"])
+def test_generate_across_cache_segments_matches_transformers(pair, kw):
+    """50 new tokens after a 7-token prompt (bucketed to 32) run past the first segment's cache
+    of 64 positions: the grown cache must keep every earlier key and value."""
+    config, ours, theirs = pair
+    ids, mask = left_padded(config, seed=2)
+    P_b = generation.PROMPT_BUCKET
+    assert generation.segment_ends(P_b, generation._round_up(P_b + 50, generation.LENGTH_BUCKET)) == [64, 128]
+    got = ours.generate(ids, attention_mask=mask, max_new_tokens=50, **kw)
+    np.testing.assert_array_equal(got, transformers_generate(theirs, config, ids, mask,
+                                                             max_new_tokens=50, **kw))
+    assert got.shape[1] - ids.shape[1] > 64 - P_b  # decoding did reach the second segment
+
+
 def test_generate_stops_when_every_row_hit_eos(pair):
     config, ours, _ = pair
     ids, mask = left_padded(config)
