@@ -1,7 +1,9 @@
 """`generate`: greedy, sampling and beam search on a preallocated KV cache.
 
-Greedy and sampling run the whole decode loop as one `keras.ops.while_loop`; on TensorFlow it
-is traced once per shape bucket into a `tf.function(jit_compile=True)` (XLA). Shape bucketing:
+Greedy and sampling run the whole decode loop in one compiled program, a `keras.ops.while_loop`
+per cache segment (`segment_ends`: the cache grows by doubling, so attention reads the filled
+part rather than the whole buffer); on TensorFlow it is traced once per shape bucket into a
+`tf.function(jit_compile=True)` (XLA). Shape bucketing:
 the prompt is left-padded (mask 0) to a multiple of `PROMPT_BUCKET` and the buffer length
 rounded up to a multiple of `LENGTH_BUCKET`, so a new prompt length reuses the compiled
 function. The padding changes nothing: positions come from the mask and masked keys get exactly
