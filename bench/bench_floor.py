@@ -14,7 +14,9 @@ pass on this machine:
 
 The ceilings leave out attention, LayerNorm, GELU, sampling and framework overhead, so real
 implementations reach a fraction of them; `run_all.py` prints each measured speed as that
-fraction, which says how much room a speed target leaves.
+fraction, which says how much room a speed target leaves. The machine's memory bandwidth
+drifts by about 10% over minutes, so `run_all.py` measures the ceilings before and after the
+other benchmarks and keeps the higher of each.
 
     python bench/bench_floor.py [--threads 2]
 """
@@ -92,9 +94,14 @@ def main() -> None:
         print(f"{name:54s} {tps:9.1f} tok/s")
     print(f"implied read bandwidth at batch 1: {b1 * weight_bytes / 1e9:.1f} GB/s")
     path = os.environ.get("GPT2_BENCH_FLOORS_JSON")
-    if path:
+    if path:  # a ceiling is the best the machine did: keep the higher of this and earlier runs
+        earlier = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                earlier = {r["measure"]: r["tokens_per_s"] for r in json.load(f)}
         with open(path, "w") as f:
-            json.dump([{"measure": n, "tokens_per_s": t, "match": m} for n, t, m in floors], f)
+            json.dump([{"measure": n, "tokens_per_s": max(t, earlier.get(n, 0.0)), "match": m}
+                       for n, t, m in floors], f)
 
 
 if __name__ == "__main__":
