@@ -16,12 +16,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def no_xla():
-    # XLA compiles each decoding spec in seconds; tests/keras/tf covers the XLA path.
-    generation.JIT_COMPILE = False
-    yield
-    generation.JIT_COMPILE = True
+pytestmark = pytest.mark.usefixtures("eager_generation")
 
 
 @pytest.fixture(scope="module")

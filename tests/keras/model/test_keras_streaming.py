@@ -9,15 +9,9 @@ from keras_test_helpers import CONFIGS
 
 import gpt2_core
 from gpt2_core.cli._backends import GenerateOptions, until_eos
-from gpt2_keras import GPT2LMHeadModel, generation, runner
+from gpt2_keras import GPT2LMHeadModel, runner
 
-
-@pytest.fixture(scope="module", autouse=True)
-def no_xla():
-    # XLA compiles each decoding spec in seconds; tests/keras/tf covers the XLA path.
-    generation.JIT_COMPILE = False
-    yield
-    generation.JIT_COMPILE = True
+pytestmark = pytest.mark.usefixtures("eager_generation")
 
 
 @pytest.fixture(scope="module")
