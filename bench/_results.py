@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
 
 
 def machine() -> str:
@@ -38,3 +40,24 @@ def emit(suite: str, ours: str, peer: str, rows: list[tuple[str, float, float, f
         existing = json.load(open(path)) if os.path.exists(path) else []
         with open(path, "w") as f:
             json.dump(existing + records, f, indent=1)
+
+
+_PEAK_KB = """
+def peak_kb():
+    # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a child of
+    # a (multi-GB) benchmark process would report the parent's peak
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith('VmHWM'))
+"""
+
+
+def load_rss(snippet: str, path: str, which: str) -> tuple[float, int]:
+    """Peak RSS added by loading / the weight bytes, measured in a fresh process.
+
+    `snippet` runs with `sys.argv[1:] == [which, path]` and `peak_kb()` defined; it prints one
+    JSON line `{"peak_kb": ..., "weights": ...}` as its last output.
+    """
+    out = subprocess.run([sys.executable, "-c", _PEAK_KB + snippet, which, path], check=True,
+                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    r = json.loads(out)
+    return r["peak_kb"] * 1024 / r["weights"], r["weights"]

@@ -10,14 +10,15 @@ weight bytes (each loader in a fresh subprocess). Usage: python bench/bench_flax
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _results import emit, load_rss  # noqa: E402
 
 
 def best_of(fn, repeats: int) -> float:
@@ -87,11 +88,6 @@ else:
     import torch
     torch.set_num_threads(1)
     from transformers import GPT2LMHeadModel as cls
-def peak_kb():
-    # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a child
-    # of this (multi-GB) benchmark process would report the parent's peak
-    with open('/proc/self/status') as f:
-        return next(int(line.split()[1]) for line in f if line.startswith('VmHWM'))
 before = peak_kb()  # after imports: loading only
 m = cls.from_pretrained(path)
 after = peak_kb()
@@ -102,13 +98,6 @@ else:
 print(json.dumps({'peak_kb': after - before, 'weights': nbytes}))
 """
 
-
-def load_rss(path: str, which: str) -> tuple[float, int]:
-    """Peak RSS added by `from_pretrained` / weight bytes, in a fresh process."""
-    out = subprocess.run([sys.executable, "-c", LOAD_SNIPPET, which, path], check=True,
-                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    r = json.loads(out)
-    return r["peak_kb"] * 1024 / r["weights"], r["weights"]
 
 
 def main() -> None:
@@ -170,13 +159,10 @@ def main() -> None:
     report("prefill 1x128 (tok/s)", 128 / t_ours, 128 / t_hf, compile_s, 1.3)
     ours_tps, hf_tps, compile_s = bench_train(model, hf, (4, 256), 2 if args.quick else 3)
     report("train step 4x256 AdamW (tok/s)", ours_tps, hf_tps, compile_s, 1.0)
-    rss_ours, weights = load_rss(path, "ours")
-    rss_hf, _ = load_rss(path, "hf")
+    rss_ours, weights = load_rss(LOAD_SNIPPET, path, "ours")
+    rss_hf, _ = load_rss(LOAD_SNIPPET, path, "hf")
     print(f"{'load peak RSS / weight bytes':<28}{rss_ours:>12.2f}{rss_hf:>14.2f}  "
           f"(target < 1.3; {weights / 2**20:.0f} MiB weights)")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _results import emit
-
     emit("flax: GPT-2 small, CPU float32, greedy 32 + 128 tokens; train 4x256", "gpt2_flax",
          "transformers", rows,
          notes="compile (first call, excluded from the rates): " + "; ".join(compiles))

@@ -14,9 +14,7 @@ weight bytes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +30,9 @@ import gpt2_core  # noqa: E402
 from gpt2_core import GPT2Config  # noqa: E402
 from gpt2_keras import GPT2CausalLM, GPT2LMHeadModel  # noqa: E402
 from gpt2_keras.transformer import empty_cache  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _results import emit, load_rss  # noqa: E402
 
 
 def hub_model(config: GPT2Config, params) -> keras_hub.models.GPT2CausalLM:
@@ -172,36 +173,26 @@ import numpy as np
 os.environ["KERAS_BACKEND"] = "tensorflow"
 import keras, tensorflow as tf
 which, path = sys.argv[1], sys.argv[2]
-def rss_kb():  # the peak resident set so far (getrusage's ru_maxrss, read per process)
-    with open('/proc/self/status') as f:
-        return next(int(l.split()[1]) for l in f if l.startswith('VmHWM'))
 if which == 'ours':
     from gpt2_keras import GPT2LMHeadModel
     load = GPT2LMHeadModel.from_pretrained
 else:
     import keras_hub
     load = keras_hub.models.GPT2Backbone.from_preset
-base = rss_kb()  # after imports: measure loading only
+base = peak_kb()  # after imports: measure loading only
 m = load(path)
 nbytes = sum(math.prod(w.shape) * np.dtype(w.dtype).itemsize for w in m.weights)  # no copies
-print(json.dumps({'peak_kb': rss_kb() - base, 'weights': nbytes}))
+print(json.dumps({'peak_kb': peak_kb() - base, 'weights': nbytes}))
 """
 
-
-def bench_load_rss(path: str, which: str) -> tuple[float, int]:
-    """Peak RSS increase of loading, in a fresh process, / the weight bytes."""
-    out = subprocess.run([sys.executable, "-c", LOAD_SNIPPET, which, path], check=True,
-                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    r = json.loads(out)
-    return r["peak_kb"] * 1024 / r["weights"], r["weights"]
 
 
 def load_rows(config: GPT2Config, params, hub) -> list[tuple[str, float, float, float]]:
     with tempfile.TemporaryDirectory() as ckpt, tempfile.TemporaryDirectory() as preset:
         gpt2_core.save_pretrained(ckpt, config, params)
         hub.backbone.save_to_preset(preset)
-        ours, weights = bench_load_rss(ckpt, "ours")
-        theirs, _ = bench_load_rss(preset, "hub")
+        ours, weights = load_rss(LOAD_SNIPPET, ckpt, "ours")
+        theirs, _ = load_rss(LOAD_SNIPPET, preset, "hub")
     print(f"load peak RSS / weight bytes ({weights / 2**20:.0f} MiB): gpt2_keras {ours:.2f}, "
           f"keras_hub {theirs:.2f} (target < 1.3)")
     return [("load peak RSS / weight bytes", ours, theirs, 1.0)]
@@ -221,9 +212,6 @@ def main() -> None:
     params = gpt2_core.random_params(config, seed=0, scale=0.1)
     ours = GPT2LMHeadModel.from_params(config, params)
     hub = hub_model(config, params)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _results import emit
-
     emit("keras: loading GPT-2 small, TensorFlow backend", "gpt2_keras", "keras_hub",
          load_rows(config, params, hub), higher_is_better=False,
          notes="peak RSS increase of from_pretrained (ours) / from_preset (KerasHub's backbone) in "

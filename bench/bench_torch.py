@@ -10,14 +10,15 @@ while loading (each loader in its own subprocess). Prints a table with ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _results import emit, load_rss  # noqa: E402
 
 CLOCK = time.perf_counter
 
@@ -114,29 +115,20 @@ def bench_train(ours, hf, shape, steps, sync, device):
 
 
 LOAD_SNIPPET = """
-import json, resource, sys
+import json, sys
 import torch
 torch.set_num_threads(1)
 which, path = sys.argv[1], sys.argv[2]
-def rss_kb():
-    with open('/proc/self/status') as f:
-        return next(int(l.split()[1]) for l in f if l.startswith('VmHWM'))
 if which == 'ours':
     from gpt2_torch import GPT2LMHeadModel as cls
 else:
     from transformers import GPT2LMHeadModel as cls
-base = rss_kb()  # after imports: measure loading only
+base = peak_kb()  # after imports: measure loading only
 m = cls.from_pretrained(path)
 nbytes = sum(p.numel() * p.element_size() for p in m.parameters())
-print(json.dumps({'peak_kb': rss_kb() - base, 'weights': nbytes}))
+print(json.dumps({'peak_kb': peak_kb() - base, 'weights': nbytes}))
 """
 
-
-def bench_load_rss(path: str, which: str) -> tuple[float, int]:
-    out = subprocess.run([sys.executable, "-c", LOAD_SNIPPET, which, path], check=True,
-                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    r = json.loads(out)
-    return r["peak_kb"] * 1024 / r["weights"], r["weights"]
 
 
 def main() -> None:
@@ -179,8 +171,8 @@ def main() -> None:
             o, h = bench_train(ours, hf, (4, 256), 2 if args.quick else 3, sync, args.device)
             rows.append(("train step 4x256 AdamW (tok/s)", o, h, 1.0))
         del ours, hf
-        ro, weights = bench_load_rss(path, "ours")
-        rh, _ = bench_load_rss(path, "hf")
+        ro, weights = load_rss(LOAD_SNIPPET, path, "ours")
+        rh, _ = load_rss(LOAD_SNIPPET, path, "hf")
     print(f"\ndevice={args.device} dtype={args.dtype} threads={args.threads} preset={args.preset} "
           f"clock={args.clock} torch={torch.__version__}")
     print(f"{'measure':44s} {'gpt2_torch':>12s} {'transformers':>13s} {'ratio':>7s} {'target':>7s}")
@@ -189,9 +181,6 @@ def main() -> None:
         print(f"{name:44s} {o:12.1f} {h:13.1f} {o / h:7.2f} {target:>6.1f}x {flag}")
     print(f"{'load peak RSS / weight bytes':44s} {ro:12.2f} {rh:13.2f} {'':7s} {'<1.3':>7s} "
           f"{'ok' if ro < 1.3 else 'MISS'}  ({weights / 2**20:.0f} MiB weights)")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _results import emit
-
     print(f"compile=True: first-call compile time (excluded from its rows): {', '.join(compile_s)}")
     emit(f"torch: GPT-2 small, {args.device} {args.dtype}, {args.threads} threads", "gpt2_torch",
          "transformers", rows, notes=f"load peak RSS / weight bytes: {ro:.2f} (target < 1.3); "
