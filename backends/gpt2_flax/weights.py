@@ -114,7 +114,6 @@ def build(create: Callable[[], nnx.Module], config: GPT2Config, head: str,
     return nnx.merge(graphdef, param_state, rest)
 
 
-
 def save_state(model: nnx.Module, directory: str | os.PathLike[str]) -> None:
     """Write the model's full NNX state (parameters and RNG state) with Orbax."""
     import orbax.checkpoint as ocp  # optional at import time: only checkpointing needs it

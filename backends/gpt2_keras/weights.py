@@ -150,8 +150,6 @@ class CheckpointValues:
         return ok
 
 
-
-
 def _assign(var, value: np.ndarray) -> bool:
     """Copy `value` into `var` (slice by slice on TensorFlow, in place); whether it was finite.
 
@@ -173,7 +171,6 @@ def _assign(var, value: np.ndarray) -> bool:
         target[i:i + rows].assign(part.astype(dtype, copy=False))
         release_pages(part)
     return finite
-
 
 
 def get_params(model) -> dict[str, np.ndarray]:

@@ -163,7 +163,6 @@ def _all_finite(t: torch.Tensor, chunk: int = 1 << 20) -> bool:
     return all(bool(torch.isfinite(part).all()) for part in t.reshape(-1).split(chunk))
 
 
-
 def _init_missing(model: GPT2PreTrainedModel, missing: list[str]) -> None:
     specs = {s.name: s for s in layout.weight_layout(model.config, model.head)}
     with torch.no_grad():
