@@ -10,14 +10,14 @@ from __future__ import annotations
 import glob
 import json
 import os
+import stat
 from collections.abc import Mapping
 
 import numpy as np
 
-from gpt2_core import layout
-from gpt2_core._io import atomic_write_text
+from gpt2_core import folder_writer, layout
 from gpt2_core.config import GPT2Config
-from gpt2_core.safetensors_io import SafetensorsError, load_file, save_file
+from gpt2_core.safetensors_io import SafetensorsError, encode, load_file
 
 SAFE_WEIGHTS = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
@@ -26,12 +26,20 @@ FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that is not a valid GPT-2 checkpoint for its config. Lists every problem."""
+    """A checkpoint that is not a valid GPT-2 checkpoint for its config. Lists every problem.
 
-    def __init__(self, source: str, problems: list[str]):
+    `action="save"` words it for tensors refused by `save_pretrained`."""
+
+    def __init__(self, source: str, problems: list[str], action: str = "load"):
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"Cannot load the GPT-2 checkpoint at {source!r}:\n{lines}")
+        what = ("Cannot save these tensors as a GPT-2 checkpoint to" if action == "save"
+                else "Cannot load the GPT-2 checkpoint at")
+        super().__init__(f"{what} {source!r}:\n{lines}")
+
+
+class PickleNotAllowedError(ValueError):
+    """A folder whose only weights are a pickle, read only on request."""
 
 
 def resolve_model_path(name_or_path: str | os.PathLike[str]) -> str:
@@ -40,6 +48,9 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> str:
     path = os.fspath(name_or_path)
     if os.path.isdir(path):
         return path
+    recovered = folder_writer.recover(path)  # a save interrupted between its two renames
+    if recovered is not None:
+        return recovered
     repo_ids = [path] if "/" in path else [path, f"openai-community/{path}"]
     roots = [os.environ.get("HF_HUB_CACHE"),
              os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None,
@@ -67,24 +78,39 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> str:
     )
 
 
+def _is_regular(path: str) -> bool:
+    """A regular file (or a link to one); raises for a device, fifo or socket of that name."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(os.path.dirname(path), [
+            f"`{os.path.basename(path)}` is not a regular file (a folder, device, fifo or "
+            "socket); a checkpoint's weights are ordinary files"])
+    return True
+
+
 def read_state(directory: str, allow_pickle: bool = False) -> dict[str, np.ndarray]:
     """The raw tensors of a model directory, by their checkpoint names (memory-mapped)."""
     single = os.path.join(directory, SAFE_WEIGHTS)
     index = os.path.join(directory, SAFE_INDEX)
     pickled = os.path.join(directory, PICKLE_WEIGHTS)
     try:
-        if os.path.isfile(single):
+        if _is_regular(single):
             return load_file(single)
-        if os.path.isfile(index):
+        if _is_regular(index):
             return _read_sharded(directory, index)
     except SafetensorsError as e:
         raise CheckpointError(directory, [str(e)]) from e
-    if os.path.isfile(pickled):
+    if _is_regular(pickled):
         if not allow_pickle:
-            raise ValueError(
+            raise PickleNotAllowedError(
                 f"{directory!r} holds only `{PICKLE_WEIGHTS}`, a pickle file, which is not "
-                "loaded by default. Pass `allow_pickle=True` to load it (plain tensors only, "
-                "as `torch.load(weights_only=True)`), or convert it to safetensors."
+                "loaded by default. Pass `allow_pickle=True` to `from_pretrained` (or "
+                "`--allow-pickle` to the `gpt2` command) to load it (plain tensors only, as "
+                "`torch.load(weights_only=True)`), or convert it once with "
+                "`gpt2 convert SRC DST --allow-pickle`."
             )
         from gpt2_core.torch_pickle import load_torch_zip
 
@@ -96,20 +122,81 @@ def read_state(directory: str, allow_pickle: bool = False) -> dict[str, np.ndarr
     )
 
 
-def _read_sharded(directory: str, index_path: str) -> dict[str, np.ndarray]:
-    with open(index_path, encoding="utf-8") as f:
-        weight_map = json.load(f).get("weight_map")
+def _read_index(directory: str, index_path: str) -> dict[str, str]:
+    """The index's `weight_map` (tensor name -> shard file name), checked."""
+    try:
+        with open(index_path, encoding="utf-8") as f:
+            index = json.load(f)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(directory, [f"`{SAFE_INDEX}` is not valid JSON ({e})"]) from e
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
-        raise CheckpointError(directory, [f"`{SAFE_INDEX}` has no `weight_map`."])
-    missing = sorted({s for s in weight_map.values()
-                      if not os.path.isfile(os.path.join(directory, s))})
+        raise CheckpointError(directory, [f"`{SAFE_INDEX}` has no `weight_map` (an object "
+                                          "mapping tensor names to shard files)"])
+    bad = {k: v for k, v in weight_map.items() if not isinstance(v, str)}
+    if bad:
+        raise CheckpointError(directory, [f"`{SAFE_INDEX}` maps {k!r} to {v!r}; shard names "
+                                          "are strings" for k, v in list(bad.items())[:5]])
+    return weight_map
+
+
+def _shard_path(directory: str, shard: str) -> str:
+    """`shard` inside `directory`: a plain file name whose target (links followed) stays in the
+    folder, or in its repository's blob store for a Hugging Face cache snapshot."""
+    try:
+        folder_writer.check_file_name(shard)
+    except ValueError:
+        raise CheckpointError(directory, [
+            f"`{SAFE_INDEX}` names shard {shard!r}, which is not a file name inside the model "
+            "folder (absolute paths, folders and `..` are refused)"]) from None
+    path = os.path.join(directory, shard)
+    real, root = os.path.realpath(path), os.path.realpath(directory)
+    roots = [root]
+    if os.path.basename(os.path.dirname(root)) == "snapshots":
+        roots.append(os.path.dirname(os.path.dirname(root)))  # models--org--name/blobs/...
+    if not any(real.startswith(r + os.sep) for r in roots):
+        raise CheckpointError(directory, [
+            f"shard `{shard}` named in `{SAFE_INDEX}` is a link to {real!r}, outside the model "
+            "folder"])
+    return path
+
+
+def _read_sharded(directory: str, index_path: str) -> dict[str, np.ndarray]:
+    weight_map = _read_index(directory, index_path)
+    paths = {s: _shard_path(directory, s) for s in sorted(set(weight_map.values()))}
+    missing = sorted(s for s, p in paths.items() if not _is_regular(p))
     if missing:
         raise CheckpointError(directory, [f"shard `{s}` named in `{SAFE_INDEX}` is missing"
                                           for s in missing])
     state: dict[str, np.ndarray] = {}
-    for shard in sorted(set(weight_map.values())):
-        state.update(load_file(os.path.join(directory, shard)))
+    for shard, path in paths.items():
+        tensors = load_file(path)
+        twice = sorted(set(tensors) & set(state))
+        if twice:
+            raise CheckpointError(directory, [f"tensor `{n}` is stored in more than one shard "
+                                              f"(again in `{shard}`)" for n in twice[:5]])
+        state.update(tensors)
     return state
+
+
+def check_sizes(config: GPT2Config, params: Mapping[str, np.ndarray], source: str) -> None:
+    """Compare the config's sizes with the tensors' before anything is built from the config,
+    so a config that disagrees fails at once instead of allocating for it."""
+    layers = {int(n.split(".")[1]) for n in params if n.startswith("h.") and n.split(".")[1].isdigit()}
+    stored = max(layers) + 1 if layers else 0
+    problems = []
+    if layers and stored != config.n_layer:
+        problems.append(f"`config.json` says n_layer={config.n_layer}, but the weights hold "
+                        f"{stored} layers (`h.0` to `h.{stored - 1}`)")
+    wte, wpe = params.get("wte.weight"), params.get("wpe.weight")
+    for name, value, want in (("wte.weight", wte, (config.vocab_size, config.n_embd)),
+                              ("wpe.weight", wpe, (config.n_positions, config.n_embd))):
+        if value is not None and tuple(value.shape) != want:
+            problems.append(f"`config.json` implies `{name}` of shape {list(want)} "
+                            f"(vocab_size/n_positions, n_embd), but the weights hold "
+                            f"{list(value.shape)}")
+    if problems:
+        raise CheckpointError(source, problems)
 
 
 def validate(config: GPT2Config, params: Mapping[str, np.ndarray], head: str | None = None,
@@ -179,9 +266,15 @@ def load_pretrained(path: str | os.PathLike[str], *, dtype: str | None = None,
         CheckpointError: listing every missing, unexpected, misshaped or non-finite tensor.
     """
     directory = resolve_model_path(path)
+    problems = folder_writer.manifest_problems(directory)
+    if problems:
+        raise CheckpointError(directory, problems + [
+            f"the files changed after `{folder_writer.MANIFEST}` was written with them; save the "
+            "checkpoint again, or delete the manifest if they were changed on purpose"])
     config = GPT2Config.from_json(directory)
     state = read_state(directory, allow_pickle=allow_pickle)
     params, _ = layout.to_canonical(state)
+    check_sizes(config, params, directory)
     params = _untie(config, params)
     problems = validate(config, params, head=head, check_finite=check_finite)
     if problems:
@@ -208,7 +301,9 @@ def save_pretrained(path: str | os.PathLike[str], config: GPT2Config,
                     params: Mapping[str, np.ndarray], *, dtype: str | None = None,
                     layout_name: str = "save_pretrained",
                     max_shard_size: int | None = None,
-                    architectures: tuple[str, ...] = ("GPT2LMHeadModel",)) -> None:
+                    architectures: tuple[str, ...] = ("GPT2LMHeadModel",),
+                    extra_files: Mapping[str, folder_writer.Content] | None = None,
+                    sha256: bool = False) -> dict[str, dict]:
     """Write `config.json` and safetensors weights that `transformers` loads unchanged.
 
     Args:
@@ -218,32 +313,63 @@ def save_pretrained(path: str | os.PathLike[str], config: GPT2Config,
             `"hub"` (no prefix, as the hub's original GPT-2 repos).
         max_shard_size: split into `model-0000i-of-0000n.safetensors` shards of at most this
             many bytes, with `model.safetensors.index.json`.
+        extra_files: more files (name -> text or bytes) written in the same transaction, e.g.
+            `generation_config.json` or tokenizer files.
+        sha256: also record each file's sha256 in the manifest.
 
-    Every file is written to a temporary name and renamed, so a reader never sees half a file.
+    Returns:
+        The manifest records: file name -> {"size": bytes, "sha256": hex (with `sha256`)}.
+
+    All or nothing (`gpt2_core.folder_writer`): after a crash at any moment the folder holds the
+    old checkpoint or the new one, never a mix. Other files already in the folder stay.
     """
+    files = checkpoint_files(os.fspath(path), config, params, dtype=dtype, layout_name=layout_name,
+                             max_shard_size=max_shard_size, architectures=architectures)
+    for name in extra_files or {}:
+        if name in files or is_weight_file(name):
+            raise ValueError(f"`extra_files` may not replace the checkpoint's own {name!r}. "
+                             f"Received: extra_files keys {sorted(extra_files or {})}.")
+    return folder_writer.write_folder(path, {**files, **(extra_files or {})}, sha256=sha256,
+                                      supersedes=is_weight_file)
+
+
+def is_weight_file(name: str) -> bool:
+    """Weight files a new save supersedes (old ones would shadow or mix with the new)."""
+    return name in (SAFE_WEIGHTS, SAFE_INDEX) or (
+        name.startswith("model-") and name.endswith(".safetensors"))
+
+
+def checkpoint_files(path: str, config: GPT2Config, params: Mapping[str, np.ndarray], *,
+                     dtype: str | None = None, layout_name: str = "save_pretrained",
+                     max_shard_size: int | None = None,
+                     architectures: tuple[str, ...] = ("GPT2LMHeadModel",)
+                     ) -> dict[str, folder_writer.Content]:
+    """The files of a checkpoint (name -> content), for `folder_writer`; arguments as
+    `save_pretrained`'s. Everything is checked here, before a byte is written."""
     if dtype is not None and dtype not in FLOAT_DTYPES:
         raise ValueError(f"`dtype` must be one of {FLOAT_DTYPES}. Received: dtype={dtype!r}.")
+    if max_shard_size is not None and (isinstance(max_shard_size, bool)
+                                       or not isinstance(max_shard_size, int) or max_shard_size <= 0):
+        raise ValueError(f"`max_shard_size` must be a positive number of bytes, or None for one "
+                         f"file. Received: max_shard_size={max_shard_size!r}.")
     problems = validate(config, params, check_finite=False)
     if problems:
-        raise CheckpointError(os.fspath(path), problems)
-    directory = os.fspath(path)
-    os.makedirs(directory, exist_ok=True)
+        raise CheckpointError(path, problems, action="save")
     tensors = layout.to_checkpoint(params, layout_name)
     if max_shard_size is None:
-        save_file(tensors, os.path.join(directory, SAFE_WEIGHTS), dtype=dtype)
-        _remove_stale(directory, keep={SAFE_WEIGHTS})
+        files: dict[str, folder_writer.Content] = {SAFE_WEIGHTS: encode(tensors, dtype)}
     else:
-        _save_sharded(directory, tensors, dtype, max_shard_size)
+        files = _sharded_files(tensors, dtype, max_shard_size)
     cfg = config.to_dict()
     cfg["architectures"] = list(architectures)
     if dtype:
         cfg["torch_dtype"] = dtype
-    atomic_write_text(os.path.join(directory, "config.json"),
-                      json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    files["config.json"] = json.dumps(cfg, indent=2, sort_keys=True) + "\n"
+    return files
 
 
-def _save_sharded(directory: str, tensors: dict[str, np.ndarray], dtype: str | None,
-                  max_shard_size: int) -> None:
+def _sharded_files(tensors: dict[str, np.ndarray], dtype: str | None, max_shard_size: int
+                   ) -> dict[str, folder_writer.Content]:
     itemsize = {"float16": 2, "bfloat16": 2, "float32": 4}
     shards: list[dict[str, np.ndarray]] = [{}]
     size = total = 0
@@ -256,18 +382,9 @@ def _save_sharded(directory: str, tensors: dict[str, np.ndarray], dtype: str | N
         size += nbytes
         total += nbytes
     names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-    for shard, fname in zip(shards, names):
-        save_file(shard, os.path.join(directory, fname), dtype=dtype)
+    files: dict[str, folder_writer.Content] = {
+        fname: encode(shard, dtype) for shard, fname in zip(shards, names)}
     index = {"metadata": {"total_size": total},
              "weight_map": {n: f for shard, f in zip(shards, names) for n in shard}}
-    atomic_write_text(os.path.join(directory, SAFE_INDEX), json.dumps(index, indent=2) + "\n")
-    _remove_stale(directory, keep=set(names) | {SAFE_INDEX})
-
-
-def _remove_stale(directory: str, keep: set[str]) -> None:
-    """Old weight files would shadow (or mix with) the ones just written."""
-    for fname in os.listdir(directory):
-        stale = fname == SAFE_WEIGHTS or fname == SAFE_INDEX or (
-            fname.startswith("model-") and fname.endswith(".safetensors"))
-        if stale and fname not in keep:
-            os.remove(os.path.join(directory, fname))
+    files[SAFE_INDEX] = json.dumps(index, indent=2) + "\n"
+    return files

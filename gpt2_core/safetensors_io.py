@@ -7,10 +7,13 @@ float32 with the low 16 mantissa bits zero). Writing bf16 rounds float32 to near
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
+import stat
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import BinaryIO
 
 import numpy as np
 
@@ -29,23 +32,95 @@ class SafetensorsError(ValueError):
     """A file that is not valid safetensors."""
 
 
+# Dtypes the format defines that NumPy cannot hold: named in the error, not mistaken for garbage.
+_KNOWN_UNSUPPORTED = ("F8_E5M2", "F8_E4M3", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4", "C64")
+_MAX_RANK = 32  # NumPy's own limit is 64; GPT-2 tensors have rank <= 2
+
+
+def _open_regular(path: str):
+    """Open `path` for reading, refusing devices, fifos and sockets before reading a byte."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SafetensorsError(f"`{path}` is not a regular file (a device, fifo or socket?).")
+    return os.fdopen(fd, "rb")
+
+
 def read_header(path: str) -> tuple[dict, int]:
-    """Return `(header, data_start)` of a safetensors file."""
-    with open(path, "rb") as f:
+    """Return `(header, data_start)` of a safetensors file, every entry validated.
+
+    The checks are those of the official `safetensors` parser: the header fits the file and
+    starts with `{`; each entry has a known dtype, a shape of non-negative ints and two int
+    offsets; the entries, sorted by offset, tile the data section exactly (no gap, no overlap,
+    nothing past the end); each entry's byte count equals its shape times its item size.
+    """
+    with _open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
         head = f.read(8)
         if len(head) != 8:
             raise SafetensorsError(f"`{path}` is too short to be a safetensors file.")
         (n,) = struct.unpack("<Q", head)
-        if n > _HEADER_LIMIT:
-            raise SafetensorsError(f"`{path}` has a {n}-byte header: not a safetensors file.")
+        if n > _HEADER_LIMIT or 8 + n > size:
+            raise SafetensorsError(f"`{path}` declares a {n}-byte header in a {size}-byte file: "
+                                   "not a safetensors file (truncated or corrupt download?).")
         raw = f.read(n)
     try:
+        if not raw.startswith(b"{"):
+            raise ValueError("the header does not start with '{'")
         header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, ValueError) as e:
         raise SafetensorsError(f"`{path}` has a corrupt safetensors header: {e}.") from e
     if not isinstance(header, dict):
         raise SafetensorsError(f"`{path}` has a corrupt safetensors header.")
+    metadata = header.get("__metadata__")
+    if metadata is not None and not (isinstance(metadata, dict) and all(
+            isinstance(v, str) for v in metadata.values())):
+        raise SafetensorsError(f"`{path}`: `__metadata__` must map strings to strings.")
+    spans = sorted((_entry(path, name, info) + (name,) for name, info in header.items()
+                    if name != "__metadata__"))
+    expected = 0
+    for begin, end, nbytes, name in spans:
+        if begin != expected or end < begin:
+            raise SafetensorsError(
+                f"`{path}`: tensor {name!r} occupies bytes [{begin}, {end}), but the previous "
+                f"tensor ends at {expected}: tensors must tile the data section without gaps or "
+                "overlaps (corrupt or crafted file).")
+        if end - begin != nbytes:
+            raise SafetensorsError(
+                f"`{path}`: tensor {name!r} (shape {header[name]['shape']}, "
+                f"{header[name]['dtype']}) does not fit the file (truncated or corrupt "
+                f"download?): it needs {nbytes} bytes and its offsets give {end - begin}.")
+        expected = end
+    if 8 + n + expected != size:
+        raise SafetensorsError(
+            f"`{path}`: the header describes {expected} bytes of data but the file holds "
+            f"{size - 8 - n}; the tensor does not fit the file (truncated or corrupt download?).")
     return header, 8 + n
+
+
+def _entry(path: str, name: str, info: object) -> tuple[int, int, int]:
+    """(begin, end, byte count implied by shape and dtype) of one header entry."""
+    def is_int(x: object) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    ok = isinstance(info, dict)
+    code = info.get("dtype") if ok else None
+    shape = info.get("shape") if ok else None
+    offsets = info.get("data_offsets") if ok else None
+    ok = (ok and isinstance(code, str) and isinstance(shape, list) and isinstance(offsets, list)
+          and len(offsets) == 2 and all(is_int(o) and o >= 0 for o in offsets)
+          and all(is_int(d) and d >= 0 for d in shape))
+    if not ok:
+        raise SafetensorsError(
+            f"`{path}`: entry {name!r} is malformed: {str(info)[:200]} (expected dtype: str, "
+            "shape: non-negative ints, data_offsets: two non-negative ints).")
+    if len(shape) > _MAX_RANK:
+        raise SafetensorsError(f"`{path}`: tensor {name!r} has rank {len(shape)}; at most "
+                               f"{_MAX_RANK} is supported.")
+    if code in _KNOWN_UNSUPPORTED or (code != "BF16" and code not in _DTYPES):
+        raise SafetensorsError(f"`{path}`: tensor {name!r} has unsupported dtype {code!r}.")
+    itemsize = 2 if code == "BF16" else np.dtype(_DTYPES[code]).itemsize
+    return offsets[0], offsets[1], itemsize * math.prod(shape)
 
 
 def load_file(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -58,18 +133,7 @@ def load_file(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     buf = np.memmap(path, dtype=np.uint8, mode="r") if size > start else np.zeros(0, np.uint8)
     out: dict[str, np.ndarray] = {}
     for name, info in header.items():
-        try:
-            code, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
-        except (KeyError, TypeError, ValueError) as e:
-            raise SafetensorsError(f"`{path}`: entry {name!r} is malformed: {info!r}.") from e
-        itemsize = 2 if code == "BF16" else np.dtype(_DTYPES.get(code, np.uint8)).itemsize
-        if code != "BF16" and code not in _DTYPES:
-            raise SafetensorsError(f"`{path}`: tensor {name!r} has unsupported dtype {code!r}.")
-        if not 0 <= begin <= end <= size - start or end - begin != itemsize * int(np.prod(shape)):
-            raise SafetensorsError(
-                f"`{path}`: tensor {name!r} (shape {list(shape)}, {code}) does not fit the file "
-                "(truncated or corrupt download?)."
-            )
+        code, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
         raw = buf[start + begin:start + end]
         if code == "BF16":
             out[name] = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(shape)
@@ -85,11 +149,12 @@ def to_bfloat16_bits(x: np.ndarray) -> np.ndarray:
     return (rounded >> 16).astype(np.uint16)
 
 
-def save_file(tensors: Mapping[str, np.ndarray], path: str | os.PathLike[str],
-              dtype: str | None = None, metadata: Mapping[str, str] | None = None) -> None:
-    """Write tensors (optionally cast to `dtype`: float32, float16 or bfloat16) atomically."""
+def encode(tensors: Mapping[str, np.ndarray], dtype: str | None = None,
+           metadata: Mapping[str, str] | None = None) -> Callable[[BinaryIO], None]:
+    """A function writing `tensors` (optionally cast to `dtype`: float32, float16 or bfloat16)
+    as safetensors into a binary file. Casting happens now, so errors surface before writing."""
     header: dict[str, object] = {"__metadata__": dict(metadata or {"format": "pt"})}
-    blobs: list[bytes | memoryview] = []
+    blobs: list[memoryview] = []
     offset = 0
     for name, value in tensors.items():
         value = np.asarray(value)
@@ -108,11 +173,21 @@ def save_file(tensors: Mapping[str, np.ndarray], path: str | os.PathLike[str],
         offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned
-    with atomic_open(path, "wb") as f:
+
+    def write(f: BinaryIO) -> None:
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
         for blob in blobs:
             f.write(blob)
+    return write
+
+
+def save_file(tensors: Mapping[str, np.ndarray], path: str | os.PathLike[str],
+              dtype: str | None = None, metadata: Mapping[str, str] | None = None) -> None:
+    """Write tensors (optionally cast to `dtype`: float32, float16 or bfloat16) atomically."""
+    write = encode(tensors, dtype, metadata)
+    with atomic_open(path, "wb") as f:
+        write(f)
 
 
 def release_pages(arr: np.ndarray) -> None:

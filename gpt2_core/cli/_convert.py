@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 
 from gpt2_core import layout
-from gpt2_core._io import atomic_write_text
 from gpt2_core.checkpoint import (
     CheckpointError,
+    checkpoint_files,
+    is_weight_file,
     load_pretrained,
     resolve_model_path,
-    save_pretrained,
     validate,
 )
 from gpt2_core.cli._progress import Progress
+from gpt2_core.folder_writer import FolderWriter
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
                    "special_tokens_map.json", "added_tokens.json")
@@ -36,15 +36,22 @@ def _read_source(src: str, allow_pickle: bool):
     return load_pretrained(src, allow_pickle=allow_pickle)
 
 
-def _copy_tokenizer(src: str, dst: str) -> None:
+def _tokenizer_files(src: str) -> dict[str, bytes]:
+    files = {}
     for name in TOKENIZER_FILES:
         if os.path.isfile(os.path.join(src, name)):
-            shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
+            files[name] = _read(os.path.join(src, name))
     # OpenAI's release names its vocabulary encoder.json / vocab.bpe: the same files as
     # Hugging Face's vocab.json / merges.txt.
     for theirs, ours in (("encoder.json", "vocab.json"), ("vocab.bpe", "merges.txt")):
-        if os.path.isfile(os.path.join(src, theirs)) and not os.path.isfile(os.path.join(dst, ours)):
-            shutil.copyfile(os.path.join(src, theirs), os.path.join(dst, ours))
+        if os.path.isfile(os.path.join(src, theirs)) and ours not in files:
+            files[ours] = _read(os.path.join(src, theirs))
+    return files
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def sha256(path: str) -> str:
@@ -57,10 +64,14 @@ def sha256(path: str) -> str:
 
 def convert(src: str, dst: str, dtype: str | None = None, max_shard_size: int | None = None,
             allow_pickle: bool = False) -> list[tuple[str, str]]:
-    """Convert and return the manifest rows (file name, sha256)."""
+    """Convert and return the manifest rows (file name, sha256). The destination is written
+    all or nothing (weights, config, tokenizer files and `SHA256SUMS` in one transaction)."""
     src = resolve_model_path(src)
     if os.path.abspath(src) == os.path.abspath(dst):
         raise ValueError("`DST` must differ from `SRC`: converting in place could lose the source.")
+    if os.path.lexists(dst) and not os.path.isdir(dst):
+        raise FileExistsError(f"`DST` {dst!r} exists and is not a folder. Pass a new folder name "
+                              "(it is created), or an existing folder to replace.")
     config, params = _read_source(src, allow_pickle)
     progress = Progress(len(params), "reading", "tensors")
     materialised = {}
@@ -68,9 +79,11 @@ def convert(src: str, dst: str, dtype: str | None = None, max_shard_size: int | 
         materialised[name] = value.copy()
         progress.update()
     progress.close()
-    save_pretrained(dst, config, materialised, dtype=dtype, max_shard_size=max_shard_size)
-    _copy_tokenizer(src, dst)
-    rows = [(name, sha256(os.path.join(dst, name))) for name in sorted(os.listdir(dst))
-            if name != MANIFEST and os.path.isfile(os.path.join(dst, name))]
-    atomic_write_text(os.path.join(dst, MANIFEST), "".join(f"{d}  {n}\n" for n, d in rows))
+    files = {**checkpoint_files(dst, config, materialised, dtype=dtype,
+                                max_shard_size=max_shard_size), **_tokenizer_files(src)}
+    with FolderWriter(dst, sha256=True, supersedes=is_weight_file) as w:
+        for name, content in files.items():
+            w.write(name, content)
+        rows = sorted((name, record["sha256"]) for name, record in w.records.items())
+        w.write(MANIFEST, "".join(f"{d}  {n}\n" for n, d in rows))
     return rows

@@ -52,6 +52,11 @@ def line_chart(series: dict[str, Sequence[tuple[float, float]]], width: int = 64
 
 
 def write_png(path: str, img: np.ndarray) -> None:
+    atomic_write_bytes(path, png_bytes(img))
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    """An (H, W, 3) uint8 image as PNG file contents."""
     height, width, _ = img.shape
     raw = b"".join(b"\x00" + img[row].tobytes() for row in range(height))
 
@@ -60,4 +65,4 @@ def write_png(path: str, img: np.ndarray) -> None:
 
     png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-    atomic_write_bytes(path, png)
+    return png

@@ -7,8 +7,8 @@ visits the training windows in a seeded permutation, so a resumed run sees exact
 an uninterrupted one would.
 
 Checkpoints (`OUT/checkpoint/`): weights, optimizer state and `state.json` (step, losses),
-written atomically every `--save-every` steps, at each epoch end and on Ctrl-C. Running the
-same command again resumes from them.
+written all or nothing every `--save-every` steps, at each epoch end and on Ctrl-C (not before
+the first step: a rerun then simply starts afresh). Running the same command again resumes.
 """
 
 from __future__ import annotations
@@ -19,18 +19,18 @@ import json
 import math
 import os
 import sysconfig
+import tempfile
 
 import numpy as np
 
-from gpt2_core._io import atomic_write_text
-from gpt2_core.checkpoint import load_pretrained, save_pretrained
+from gpt2_core.checkpoint import load_pretrained, resolve_model_path, save_pretrained
 from gpt2_core.cli._backends import TrainOptions, load_runner
 from gpt2_core.cli._commands import model_path, read_text, tokenizer_for
-from gpt2_core.cli._plot import line_chart, write_png
+from gpt2_core.cli._plot import line_chart, png_bytes
 from gpt2_core.cli._progress import Progress
 from gpt2_core.config import GPT2Config
 from gpt2_core.init import init_params
-from gpt2_core.safetensors_io import load_file, save_file
+from gpt2_core.safetensors_io import encode, load_file
 
 
 def stdlib_files() -> list[str]:
@@ -93,28 +93,40 @@ def _evaluate(trainer, val: np.ndarray, batch: int) -> float:
 
 
 class _Checkpoint:
+    """`OUT/checkpoint/`: weights, optimizer state and `state.json`, written in one transaction
+    (`gpt2_core.folder_writer`), so an interrupted save leaves the previous checkpoint."""
+
     def __init__(self, out: str):
         self.dir = os.path.join(out, "checkpoint")
 
+    def _resolved(self) -> str | None:
+        try:
+            directory = resolve_model_path(self.dir)
+        except FileNotFoundError:
+            return None
+        return directory if os.path.isfile(os.path.join(directory, "state.json")) else None
+
     def exists(self) -> bool:
-        return os.path.isfile(os.path.join(self.dir, "state.json"))
+        return self._resolved() is not None
 
     def save(self, config, trainer, state: dict) -> None:
-        # state.json is written last: a checkpoint without it is ignored, so an interrupted
-        # save never leaves a half checkpoint that looks complete.
-        os.makedirs(self.dir, exist_ok=True)
-        state_path = os.path.join(self.dir, "state.json")
-        if os.path.exists(state_path):
-            os.remove(state_path)
-        save_pretrained(self.dir, config, trainer.params())
-        save_file(trainer.optimizer_state(), os.path.join(self.dir, "optimizer.safetensors"))
-        atomic_write_text(state_path, json.dumps(state, indent=1))
+        if state["step"] == 0:
+            return  # nothing learned yet: a rerun starts afresh, as this run did
+        optimizer = encode(trainer.optimizer_state())
+        save_pretrained(self.dir, config, trainer.params(),
+                        extra_files={"optimizer.safetensors": optimizer,
+                                     "state.json": json.dumps(state, indent=1)})
 
     def load(self):
-        config, params = load_pretrained(self.dir, head="lm")
-        with open(os.path.join(self.dir, "state.json"), encoding="utf-8") as f:
-            state = json.load(f)
-        optimizer = load_file(os.path.join(self.dir, "optimizer.safetensors"))
+        directory = self._resolved() or self.dir
+        config, params = load_pretrained(directory, head="lm")
+        try:
+            with open(os.path.join(directory, "state.json"), encoding="utf-8") as f:
+                state = json.load(f)
+            optimizer = load_file(os.path.join(directory, "optimizer.safetensors"))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"The training checkpoint {directory!r} cannot be resumed ({e}). "
+                             "Delete it to start afresh.") from e
         return config, {k: np.array(v) for k, v in params.items()}, optimizer, state
 
 
@@ -133,9 +145,15 @@ def run(args: argparse.Namespace) -> int:
     runner = load_runner(args.backend)
     ckpt = _Checkpoint(args.out)
     options = TrainOptions(learning_rate=args.lr, weight_decay=args.weight_decay, seed=args.seed)
-    state = {"step": 0, "train_loss": [], "val_loss": []}
-    if ckpt.exists():
-        config, params, optimizer, state = ckpt.load()
+    state = {"step": 0, "train_loss": [], "val_loss": [], "backend": args.backend}
+    resumed = ckpt.load() if ckpt.exists() else None
+    if resumed is not None and resumed[3].get("step", 0) > 0:
+        config, params, optimizer, state = resumed
+        written_by = state.setdefault("backend", args.backend)
+        if written_by != args.backend:
+            raise ValueError(f"The checkpoint in {ckpt.dir!r} was written by `--backend "
+                             f"{written_by}`. Resume with `--backend {written_by}`, or pass another "
+                             "`--out` to start afresh.")
         trainer = runner.trainer(config, params, options)
         trainer.load_optimizer_state(optimizer)
         print(f"resuming from step {state['step']} ({ckpt.dir})")
@@ -187,16 +205,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tokenizer_files(tok) -> dict[str, bytes]:
+    with tempfile.TemporaryDirectory() as tmp:
+        tok.save_pretrained(tmp)
+        files = {}
+        for name in sorted(os.listdir(tmp)):
+            with open(os.path.join(tmp, name), "rb") as f:
+                files[name] = f.read()
+        return files
+
+
 def _finish(args, config, trainer, tok, state) -> None:
-    save_pretrained(args.out, config, trainer.params(), dtype=args.save_dtype)
-    tok.save_pretrained(args.out)
     series = {"train": [tuple(p) for p in state["train_loss"]],
               "held-out": [tuple(p) for p in state["val_loss"]]}
-    write_png(os.path.join(args.out, "loss.png"), line_chart(series))
     metrics = {"steps": state["step"], "final_train_loss": state["train_loss"][-1][1],
                "val_loss": state["val_loss"][-1][1] if state["val_loss"] else None,
                "unigram_val_loss": state["unigram_val_loss"], "backend": args.backend}
-    atomic_write_text(os.path.join(args.out, "metrics.json"), json.dumps(metrics, indent=1) + "\n")
+    # One transaction: the model, its tokenizer, the curve and the metrics appear together.
+    save_pretrained(args.out, config, trainer.params(), dtype=args.save_dtype,
+                    extra_files={**_tokenizer_files(tok),
+                                 "loss.png": png_bytes(line_chart(series)),
+                                 "metrics.json": json.dumps(metrics, indent=1) + "\n"})
     print(f"held-out loss {metrics['val_loss']:.4f} vs unigram baseline "
           f"{state['unigram_val_loss']:.4f} nats/token")
     print(f"saved {args.out} (loss curve: {os.path.join(args.out, 'loss.png')})")

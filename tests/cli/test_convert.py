@@ -78,6 +78,7 @@ def test_hf_layouts_convert(tmp_path, source):
         state = {"transformer." + k: torch.tensor(np.array(v)) for k, v in params.items()}
         torch.save(state, src / "pytorch_model.bin")
         (src / "model.safetensors").unlink()
+        (src / "gpt2_manifest.json").unlink()  # as a folder from elsewhere: no writer's manifest
     (src / "vocab.json").write_text("{}")
     args = ["convert", str(src), str(tmp_path / "dst"), "--dtype", "float16"]
     if source == "pickle":

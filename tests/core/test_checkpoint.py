@@ -207,6 +207,7 @@ def test_untied_head_differing_from_wte_is_reported_for_tied_config(tmp_path):
 def test_truncated_file_and_missing_weights(tmp_path):
     config = CONFIGS["default"]
     save_pretrained(tmp_path, config, random_params(config))
+    os.remove(tmp_path / "gpt2_manifest.json")  # a folder from elsewhere: no writer's manifest
     with pytest.raises(FileNotFoundError, match=r"No weights in"):
         os.replace(tmp_path / "model.safetensors", tmp_path / "saved")
         load_pretrained(tmp_path)
