@@ -248,7 +248,8 @@ def sample(model: _Model, ids: np.ndarray, mask: np.ndarray, plan: GenerationPla
         state = ProcessorState(ids, padding, step, plan.eos_token_ids)
         scores = apply_processors(logits, state, plan)
         tokens = choose(scores, plan, seed, step)
-        tokens = np.where(unfinished, tokens, plan.pad_token_id)
+        if eos.size:  # transformers fills finished rows only when eos ends rows
+            tokens = np.where(unfinished, tokens, plan.pad_token_id)
         ids = np.concatenate([ids, tokens[:, None]], 1)
         scores_out.append(scores)
         logits_out.append(logits)

@@ -412,13 +412,21 @@ def resolve(config: GPT2Config, gen: GenerationConfig, batch_size: int, prompt_l
         v = getattr(gen, name)
         return DEFAULTS[name] if v is None else v
 
-    eos = gen.eos_token_id if gen.eos_token_id is not None else config.eos_token_id
-    eos_ids = () if eos is None else ((eos,) if _is_int(eos) else tuple(eos))
-    pad = gen.pad_token_id if gen.pad_token_id is not None else config.pad_token_id
+    # Ids given to `generate` (or in its generation config) must lie in the vocabulary. Ids the
+    # model config carries by default (GPT-2's 50256 on a small test vocabulary) that lie outside
+    # it can never be generated, so they are left out: transformers accepts them and they never
+    # fire, but its min-length processors index with them.
+    eos = gen.eos_token_id
+    if eos is None:
+        eos = [i for i in as_sequence(config.eos_token_id) if i < V] or None
+    eos_ids = as_sequence(eos)
+    pad = gen.pad_token_id
+    if pad is None and config.pad_token_id is not None and config.pad_token_id < V:
+        pad = config.pad_token_id
     if pad is None and eos_ids:
         pad = eos_ids[0]  # transformers: "Setting `pad_token_id` to `eos_token_id`"
-    bos = gen.bos_token_id if gen.bos_token_id is not None else config.bos_token_id
-    for name, ids in (("eos_token_id", eos_ids), ("pad_token_id", () if pad is None else (pad,))):
+    bos = bos_token_id(config, gen)
+    for name, ids in (("eos_token_id", eos_ids), ("pad_token_id", as_sequence(pad))):
         out = [i for i in ids if not 0 <= i < V]
         if out:
             raise ValueError(
