@@ -11,6 +11,7 @@ are small enough to parse here: this reads what TensorFlow's `BundleWriter` writ
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 
@@ -112,7 +113,12 @@ def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
     if not os.path.isfile(index_path):
         raise FileNotFoundError(f"No TensorFlow checkpoint index at {index_path!r}.")
     with open(index_path, "rb") as f:
-        table = _table(f.read())
+        data = f.read()
+    try:
+        table = _table(data)
+    except (IndexError, struct.error, UnicodeDecodeError) as e:
+        raise TFCheckpointError(f"{index_path!r} is a corrupt TensorFlow checkpoint index "
+                                f"({e}).") from e
     num_shards = 1
     for field, _, value in _proto_fields(table.pop(b"", b"")):
         if field == 1:
@@ -130,7 +136,16 @@ def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"Checkpoint shard {path!r} is missing.")
             shards[sid] = np.memmap(path, dtype=np.uint8, mode="r")
-        raw_bytes = shards[sid][entry["offset"]:entry["offset"] + entry["size"]]
+        begin, nbytes = entry["offset"], entry["size"]
+        itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+        shape = entry["shape"]
+        if (begin + nbytes > len(shards[sid]) or nbytes != itemsize * math.prod(shape)
+                or any(d < 0 for d in shape)):
+            raise TFCheckpointError(
+                f"tensor {name!r} (shape {shape}) needs bytes [{begin}, {begin + nbytes}) of "
+                f"{prefix}.data-{sid:05d}-of-{num_shards:05d}, which holds {len(shards[sid])} "
+                "(truncated or corrupt download?)")
+        raw_bytes = shards[sid][begin:begin + nbytes]
         if dtype == "bfloat16":
             value = (raw_bytes.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
         else:
@@ -142,9 +157,16 @@ def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
 def read_openai_release(directory: str) -> tuple[GPT2Config, dict[str, np.ndarray]]:
     """`hparams.json` + `model.ckpt.*` -> (config, tensors by their OpenAI names)."""
     hparams_path = os.path.join(directory, "hparams.json")
-    with open(hparams_path, encoding="utf-8") as f:
-        h = json.load(f)
     try:
+        with open(hparams_path, encoding="utf-8") as f:
+            h = json.load(f)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{hparams_path!r} is not valid JSON ({e}). OpenAI's release holds "
+                         '{"n_vocab": ..., "n_ctx": ..., "n_embd": ..., "n_head": ..., '
+                         '"n_layer": ...}.') from e
+    try:
+        if not isinstance(h, dict):
+            raise KeyError("n_vocab")
         config = GPT2Config(vocab_size=h["n_vocab"], n_positions=h["n_ctx"], n_embd=h["n_embd"],
                             n_head=h["n_head"], n_layer=h["n_layer"], extra={"n_ctx": h["n_ctx"]})
     except KeyError as e:
