@@ -18,10 +18,14 @@ def _add_model(p: argparse.ArgumentParser) -> None:
                    help="a Hugging Face GPT-2 directory, or a name in the local Hugging Face "
                         "cache (e.g. gpt2); default: the small model bundled with the package")
     p.add_argument("--backend", default="torch", help="torch, keras or flax (default torch)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="also read a model folder's pytorch_model.bin (plain tensors only)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpt2", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="continue a prompt, streaming the text")
@@ -58,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.add_argument("--backend", default="torch")
     t.add_argument("--model", default=None, help="fine-tune this model (default: train from scratch)")
+    t.add_argument("--allow-pickle", action="store_true",
+                   help="also read the --model folder's pytorch_model.bin (plain tensors only)")
     t.add_argument("--n-layer", type=int, default=4)
     t.add_argument("--n-embd", type=int, default=128)
     t.add_argument("--n-head", type=int, default=4)
@@ -96,9 +102,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as e:
-        print(f"gpt2 {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError, TypeError) as e:
+        # A user's mistake (a wrong path, a corrupt or foreign file, a bad option) gets one line;
+        # --debug shows where it came from.
+        if args.debug:
+            raise
+        print(f"gpt2 {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
+
+
+def one_line(e: BaseException) -> str:
+    """The error's message on one line (a checkpoint's list of problems joined by `; `)."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        text = f"{e.strerror}: {e.filename!r}"
+    else:
+        text = str(e) or type(e).__name__
+    lines = [line.strip().removeprefix("- ") for line in text.splitlines() if line.strip()]
+    return (lines[0] + " " + "; ".join(lines[1:])).strip() if len(lines) > 1 else "".join(lines)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import math
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -19,7 +22,34 @@ DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
                              "assets", "default_model")
 
 
-def model_path(name: str | None) -> str:
+def model_path(name: str | None, allow_pickle: bool = False) -> str:
+    """The model folder for `--model`; with `allow_pickle`, a folder whose only weights are
+    `pytorch_model.bin` is read once (plain tensors only) into a temporary safetensors copy."""
+    path = _model_path(name)
+    return _pickle_as_safetensors(path) if allow_pickle else path
+
+
+def _pickle_as_safetensors(path: str) -> str:
+    from gpt2_core import checkpoint
+
+    if (any(os.path.isfile(os.path.join(path, n)) for n in (checkpoint.SAFE_WEIGHTS, checkpoint.SAFE_INDEX))
+            or not os.path.isfile(os.path.join(path, checkpoint.PICKLE_WEIGHTS))):
+        return path
+    config, params = checkpoint.load_pretrained(path, allow_pickle=True)
+    extra = {}
+    for name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json", "generation_config.json"):
+        if os.path.isfile(os.path.join(path, name)):
+            with open(os.path.join(path, name), "rb") as f:
+                extra[name] = f.read()
+    tmp = tempfile.mkdtemp(prefix="gpt2-pickle-")
+    atexit.register(shutil.rmtree, tmp, True)
+    out = os.path.join(tmp, "model")
+    checkpoint.save_pretrained(out, config, params, extra_files=extra)
+    return out
+
+
+def _model_path(name: str | None) -> str:
     if name is None:
         if not os.path.isfile(os.path.join(DEFAULT_MODEL, "model.safetensors")):
             raise FileNotFoundError(
@@ -94,7 +124,7 @@ def _valid_prefix(data: bytes) -> tuple[str, int]:
 
 
 def generate(args: argparse.Namespace) -> int:
-    path = model_path(args.model)
+    path = model_path(args.model, args.allow_pickle)
     runner = load_runner(args.backend)
     tok = tokenizer_for(path)
     prompt_ids = tok.encode_ordinary(args.prompt)
@@ -124,6 +154,8 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def read_text(path: str) -> str:
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path!r} is a folder; pass a UTF-8 text file.")
     with open(path, "rb") as f:
         data = f.read()
     try:
@@ -140,7 +172,7 @@ def windows(ids: np.ndarray, block: int) -> list[np.ndarray]:
 
 
 def score(args: argparse.Namespace) -> int:
-    path = model_path(args.model)
+    path = model_path(args.model, args.allow_pickle)
     text = read_text(args.file)
     tok = tokenizer_for(path)
     ids = np.asarray(tok.encode_ordinary(text), np.int64)

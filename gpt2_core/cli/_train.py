@@ -58,7 +58,8 @@ def build_dataset(files: list[str], tok, block: int, val_fraction: float, seed: 
 
 def _initial_model(args, tok) -> tuple[GPT2Config, dict[str, np.ndarray]]:
     if args.model:
-        config, params = load_pretrained(model_path(args.model), head="lm")
+        config, params = load_pretrained(model_path(args.model), head="lm",
+                                         allow_pickle=args.allow_pickle)
         return config, {k: np.array(v, np.float32) for k, v in params.items()}
     config = GPT2Config(vocab_size=len(tok), n_positions=args.n_positions, n_embd=args.n_embd,
                         n_layer=args.n_layer, n_head=args.n_head, bos_token_id=tok.eos_token_id,
@@ -174,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
     stop_after = args.stop_after
     try:
         while state["step"] < total:
+            if stop_after is not None and state["step"] >= stop_after:
+                raise KeyboardInterrupt  # a test's Ctrl-C, at a known step
             step = state["step"]
             epoch, i = divmod(step, steps_per_epoch)
             order = np.random.default_rng([args.seed, epoch]).permutation(len(train))
@@ -191,8 +194,6 @@ def run(args: argparse.Namespace) -> int:
                       f"(perplexity {math.exp(val_loss):.1f})")
             if end_of_epoch or state["step"] % args.save_every == 0:
                 ckpt.save(config, trainer, state)
-            if stop_after is not None and state["step"] >= stop_after:
-                raise KeyboardInterrupt
     except KeyboardInterrupt:
         progress.close()
         ckpt.save(config, trainer, state)
