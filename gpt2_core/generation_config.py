@@ -144,9 +144,14 @@ class GenerationConfig:
 
     @classmethod
     def from_model_config(cls, config: GPT2Config) -> GenerationConfig:
-        """The special-token ids of a model config (transformers' `from_model_config`)."""
-        return cls(eos_token_id=copy.copy(config.eos_token_id), bos_token_id=config.bos_token_id,
-                   pad_token_id=config.pad_token_id)
+        """The special-token ids of a model config (transformers' `from_model_config`). Ids
+        outside the model's vocabulary (GPT-2's 50256 on a small test vocabulary) can never be
+        generated and are left out (see `resolve`)."""
+        V = config.vocab_size
+        eos = [i for i in as_sequence(config.eos_token_id) if i < V]
+        in_vocab = lambda i: i if i is not None and i < V else None  # noqa: E731
+        return cls(eos_token_id=(eos[0] if len(eos) == 1 and _is_int(config.eos_token_id) else eos or None),
+                   bos_token_id=in_vocab(config.bos_token_id), pad_token_id=in_vocab(config.pad_token_id))
 
     @classmethod
     def coerce(cls, value: Any) -> GenerationConfig:

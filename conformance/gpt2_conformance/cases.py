@@ -12,6 +12,8 @@ Kinds:
     chunked      the same with several multi-token chunks
     grads        d(causal-LM loss)/d(every parameter); compared pairwise between frameworks
     generate     greedy token ids
+    generation   `generate(**kwargs)` against the reference `gpt2_core.generation.generate` (and
+                 transformers where `oracles` names it): tokens, scores, beam records, errors
     processor    one logits processor on fixed scores, against `gpt2_core.sampling`
     tokenizer    token ids of fixed texts
     roundtrip    hub -> torch -> keras -> flax -> hub, tensors identical (run by the parent)
@@ -27,8 +29,8 @@ import numpy as np
 from gpt2_core import GPT2Config
 from gpt2_core.constants import IGNORE_INDEX
 
-KINDS = ("forward", "incremental", "chunked", "grads", "generate", "processor", "tokenizer",
-         "roundtrip")
+KINDS = ("forward", "incremental", "chunked", "grads", "generate", "generation", "processor",
+         "tokenizer", "roundtrip")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +57,9 @@ class Case:
         quick: part of the `--quick` subset.
         dtype: the precision the framework subjects run in (`LOW_PRECISION` for the reduced
             ones); the oracle stays float64 and the tolerance row is (quantity, dtype).
+        oracles: subjects besides the reference that judge the case: ("transformers",) checks the
+            reference itself against transformers' `generate`.
+        compiled: one of the few generation cases compiled loops run (one shared static shape).
     """
 
     name: str
@@ -65,6 +70,8 @@ class Case:
     arg: tuple = ()
     quick: bool = False
     dtype: str = "float32"
+    oracles: tuple[str, ...] = ()
+    compiled: bool = False
 
 
 # Reduced-precision compute dtypes: each framework loads the model in it (torch: parameters
@@ -208,6 +215,100 @@ TEXTS: dict[str, tuple[str, ...]] = {
 }
 
 
+# ---- generation ------------------------------------------------------------------------------
+# Ids the "base" model's greedy path emits early (`make_prompt`): row 0 picks 2 at step 1 and row
+# 1 at step 8; 57 and 32 end rows at steps 9 and 1. Random weights rarely pick a given id, so the
+# eos cases use these; tests/conformance checks they still end rows early.
+EOS = 2
+EOS_PAIR = [57, 32]
+# Stop strings the greedy text holds (ids 0-93 are the printable ASCII bytes '!'..'~'):
+# row 0 starts "Y###", row 1 "zAAA".
+STOP_STRINGS = ["##", "AAA"]
+GENERATION_MODELS: dict[str, ModelSpec] = {
+    # pad and eos from the model config (not the call)
+    "gen_config_pad": ModelSpec(_tiny(n_positions=80, eos_token_id=EOS, pad_token_id=7, bos_token_id=1)),
+}
+TINY_MODELS.update(GENERATION_MODELS)
+
+HF = ("transformers",)
+
+
+def _gen(name: str, model: str = "base", oracles: tuple[str, ...] = HF, compiled: bool = False,
+         quick: bool = False, recipe: str = PROMPT_RECIPE, **kwargs) -> Case:
+    return Case(f"generation.{name}", "generation", model, recipe, arg=tuple(sorted(kwargs.items())),
+                quick=quick, oracles=oracles, compiled=compiled)
+
+
+def generation_cases() -> list[Case]:
+    """The generation section. Greedy, beams and every processor under greedy decoding are also
+    checked against transformers; sampling only against the reference (transformers samples
+    with `torch.multinomial`). `compiled` marks the cases compiled loops run: one static shape
+    (prompt (2, 8), 16 new tokens)."""
+    scores = dict(return_dict_in_generate=True, output_scores=True, output_logits=True)
+    return [
+        _gen("greedy.eos_pad_arg", compiled=True, quick=True, max_new_tokens=16, eos_token_id=EOS,
+             pad_token_id=5),
+        _gen("greedy.several_eos", max_new_tokens=16, eos_token_id=EOS_PAIR, pad_token_id=0),
+        _gen("greedy.max_length", max_length=20, eos_token_id=EOS_PAIR),
+        _gen("greedy.max_new_tokens_wins", max_length=12, max_new_tokens=10),
+        _gen("greedy.min_new_tokens_eos", compiled=True, max_new_tokens=16, min_new_tokens=6,
+             eos_token_id=EOS),
+        _gen("greedy.min_length_eos", max_new_tokens=12, min_length=14, eos_token_id=EOS),
+        _gen("greedy.pad_from_config", model="gen_config_pad", max_new_tokens=16),
+        _gen("greedy.repetition_penalty", max_new_tokens=16, repetition_penalty=1.5),
+        _gen("greedy.repetition_penalty_below_one", max_new_tokens=16, repetition_penalty=0.7),
+        _gen("greedy.no_repeat_ngram", max_new_tokens=16, no_repeat_ngram_size=2),
+        _gen("greedy.bad_words", max_new_tokens=16, bad_words_ids=[[92], [2, 2], [EOS]],
+             eos_token_id=EOS),
+        _gen("greedy.processors_combined", compiled=True, max_new_tokens=16,
+             repetition_penalty=1.3, no_repeat_ngram_size=3, bad_words_ids=[[56, 2]],
+             min_new_tokens=3, eos_token_id=EOS),
+        _gen("greedy.scores", max_new_tokens=10, eos_token_id=EOS, **scores),
+        _gen("greedy.64_steps", quick=True, max_new_tokens=64),
+        _gen("beam.default", quick=True, num_beams=3, max_new_tokens=10, eos_token_id=EOS),
+        _gen("beam.early_true_short_penalty_two_returned", num_beams=4, max_new_tokens=10,
+             early_stopping=True, length_penalty=0.5, num_return_sequences=2, eos_token_id=EOS),
+        _gen("beam.early_never_long_penalty_several_eos", num_beams=3, max_new_tokens=10,
+             early_stopping="never", length_penalty=1.5, eos_token_id=EOS_PAIR),
+        _gen("beam.early_false_negative_penalty", num_beams=2, max_new_tokens=10,
+             length_penalty=-1.0, eos_token_id=[EOS, 56]),
+        _gen("beam.scores", num_beams=3, max_new_tokens=8, eos_token_id=EOS, **scores),
+        _gen("beam.processors", num_beams=2, max_new_tokens=10, repetition_penalty=1.4,
+             no_repeat_ngram_size=2, eos_token_id=EOS),
+        # sampling: the reference only (Threefry noise, the same bits in every framework)
+        _gen("sample.64_steps", oracles=(), compiled=True, quick=True, do_sample=True, seed=0,
+             max_new_tokens=64),
+        _gen("sample.warpers", oracles=(), compiled=True, do_sample=True, seed=1,
+             max_new_tokens=16, temperature=0.8, top_k=20, top_p=0.9, repetition_penalty=1.2,
+             eos_token_id=EOS),
+        _gen("sample.min_p_typical", oracles=(), do_sample=True, seed=2, max_new_tokens=16,
+             min_p=0.05, typical_p=0.9, temperature=1.3),
+        _gen("sample.num_return_sequences", oracles=(), do_sample=True, seed=2**40 + 3,
+             max_new_tokens=16, num_return_sequences=3, eos_token_id=EOS, **scores),
+        _gen("sample.no_top_k_default", oracles=(), do_sample=True, seed=5, max_new_tokens=16,
+             top_k=0),
+        _gen("beam_sample.default", oracles=(), do_sample=True, seed=4, num_beams=3,
+             max_new_tokens=10, eos_token_id=EOS, num_return_sequences=2, **scores),
+        _gen("stop_strings.greedy", oracles=(), compiled=True, max_new_tokens=16,
+             stop_strings=STOP_STRINGS, eos_token_id=EOS_PAIR[0]),
+        _gen("stop_strings.beam", oracles=(), num_beams=2, max_new_tokens=10, stop_strings=["Y#"]),
+        _gen("streamer.greedy", oracles=(), max_new_tokens=12, eos_token_id=EOS, stream=True),
+        _gen("streamer.sample", oracles=(), do_sample=True, seed=9, max_new_tokens=12, stream=True),
+        # errors: every subject must raise the same exception type
+        _gen("error.max_new_tokens_zero", max_new_tokens=0),
+        _gen("error.eos_out_of_range", oracles=(), max_new_tokens=4, eos_token_id=999),
+        _gen("error.num_beams_zero", oracles=(), max_new_tokens=4, num_beams=0),
+        _gen("error.greedy_several_returned", max_new_tokens=4, num_return_sequences=2),
+        _gen("error.empty_prompt", oracles=(), recipe="empty_prompt", max_new_tokens=4),
+    ]
+
+
+def make_generation_prompt(config: GPT2Config, recipe: str) -> dict[str, np.ndarray]:
+    if recipe == "empty_prompt":
+        return {"input_ids": np.zeros((1, 0), np.int64), "attention_mask": np.zeros((1, 0), np.int64)}
+    return make_prompt(config)
+
+
 # ---- the case lists ------------------------------------------------------------------------
 ALL_OUTPUTS = ("logits", "hidden", "cache", "attn")
 
@@ -269,6 +370,7 @@ def tiny_cases() -> list[Case]:
                               quick=a == args[0]))
     for texts in TEXTS:
         cases.append(Case(f"tokenizer.{texts}", "tokenizer", "", texts, quick=True))
+    cases += generation_cases()
     cases.append(Case("tiny.gelu_exact_inner_untied_eps.roundtrip.hub_torch_keras_flax_hub",
                       "roundtrip", "gelu_exact_inner_untied_eps", quick=True))
     return cases

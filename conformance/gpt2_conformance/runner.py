@@ -189,6 +189,8 @@ def pairs_for(case: C.Case, subjects: list[str]) -> list[tuple[str, str]]:
     """The (expected, actual) subject pairs a case is judged on."""
     fws = [s for s in subjects if case.kind in SUBJECT_KINDS[s] and s != "reference"
            and case.dtype in SUBJECT_DTYPES[s]]
+    if case.kind == "generation":  # oracles such as transformers judge only the cases naming them
+        fws = [s for s in fws if s in FRAMEWORKS or s in case.oracles]
     if case.kind == "grads":
         return [(a, b) for i, a in enumerate(fws) for b in fws[i + 1:]]
     return [("reference", s) for s in fws]

@@ -47,6 +47,8 @@ def run_case(adapter, case: C.Case, model, config: GPT2Config | None) -> dict[st
     if case.kind == "tokenizer":
         ids = adapter.tokenize(C.TEXTS[case.recipe])
         return {f"ids.{i}": np.asarray(row, np.int64) for i, row in enumerate(ids)}
+    if case.kind == "generation":
+        return generation_arrays(adapter, case, model, config)
     if case.kind == "generate":
         prompt = C.make_prompt(config)
         return {"generated": np.asarray(adapter.generate(model, prompt, case.arg[0]), np.int64)}
@@ -58,6 +60,50 @@ def run_case(adapter, case: C.Case, model, config: GPT2Config | None) -> dict[st
     if adapter.name == "reference":  # the oracle of incremental decoding: one full forward
         return valid_positions(adapter.forward(model, inputs, case.outputs)[0], inputs)
     return valid_positions(decode_in_steps(adapter, case, model, inputs), inputs)
+
+
+ERRORS = (ValueError, TypeError)
+"""Argument errors every subject must raise alike; `generated.raised` holds which (1-based)."""
+
+
+class _Collect:
+    """A streamer (transformers' protocol) that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.prompt, self.steps, self.ended = None, [], 0
+
+    def put(self, value) -> None:
+        value = np.asarray(value)
+        if self.prompt is None:
+            self.prompt = value
+        else:
+            self.steps.append(value.reshape(-1))
+
+    def end(self) -> None:
+        self.ended += 1
+
+
+def generation_arrays(adapter, case: C.Case, model, config: GPT2Config) -> dict[str, np.ndarray]:
+    """A `generation` case: the subject's `generate(**kwargs)` as tensor paths, or which argument
+    error it raised. A streamed case also returns what the streamer received."""
+    kwargs = dict(case.arg)
+    stream = _Collect() if kwargs.pop("stream", False) else None
+    tokenizer = None
+    if "stop_strings" in kwargs:
+        from gpt2_tokenizer import GPT2Tokenizer
+
+        tokenizer = GPT2Tokenizer.from_pretrained()  # the bundled GPT-2 vocabulary
+    prompt = C.make_generation_prompt(config, case.recipe)
+    try:
+        arrays = adapter.generation(model, prompt, kwargs, tokenizer=tokenizer, streamer=stream)
+    except ERRORS as e:
+        code = next(i for i, cls in enumerate(ERRORS, 1) if isinstance(e, cls))
+        return {"generated.raised": np.array([code])}
+    if stream is not None:
+        arrays["generated.streamed"] = np.concatenate(
+            [stream.prompt, np.stack(stream.steps, 1)], 1).astype(np.int64)
+        arrays["generated.stream_ended"] = np.array([stream.ended])
+    return arrays
 
 
 def valid_positions(arrays: dict[str, np.ndarray], inputs: dict[str, np.ndarray]

@@ -13,9 +13,11 @@ SUBJECTS: dict[str, tuple[str, str]] = {
     "torch": ("gpt2_conformance.adapters.torch_backend", "gpt2_torch"),
     "keras": ("gpt2_conformance.adapters.keras_backend", "gpt2_keras"),
     "flax": ("gpt2_conformance.adapters.flax_backend", "gpt2_flax"),
+    # transformers' own generate: an oracle for the generation section (cases naming it)
+    "transformers": ("gpt2_conformance.adapters.transformers_backend", "transformers"),
 }
 FRAMEWORKS = ("torch", "keras", "flax")
-_MODEL_KINDS = frozenset({"forward", "incremental", "chunked", "generate", "processor"})
+_MODEL_KINDS = frozenset({"forward", "incremental", "chunked", "generate", "generation", "processor"})
 # What each subject answers (case kinds, see `cases.py`); the parent pairs subjects by this.
 SUBJECT_KINDS: dict[str, frozenset[str]] = {
     "reference": _MODEL_KINDS | {"tokenizer"},
@@ -24,6 +26,7 @@ SUBJECT_KINDS: dict[str, frozenset[str]] = {
     "torch": _MODEL_KINDS | {"grads"},
     "keras": _MODEL_KINDS | {"grads", "tokenizer"},
     "flax": _MODEL_KINDS | {"grads"},
+    "transformers": frozenset({"generation"}),
 }
 
 _ALL_DTYPES = frozenset({"float32", "bfloat16", "float16"})
@@ -33,6 +36,7 @@ SUBJECT_DTYPES: dict[str, frozenset[str]] = {
     "reference": _ALL_DTYPES, "numpy": frozenset({"float32"}),
     "tiktoken": frozenset({"float32"}),
     "torch": _ALL_DTYPES, "keras": _ALL_DTYPES, "flax": _ALL_DTYPES,
+    "transformers": frozenset({"float32"}),
 }
 
 

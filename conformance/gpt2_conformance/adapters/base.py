@@ -37,6 +37,11 @@ class Adapter(Protocol):
     def generate(self, model: Any, inputs: Arrays, max_new_tokens: int) -> np.ndarray:
         """Greedy ids, prompt included: (B, T + new)."""
 
+    def generation(self, model: Any, inputs: Arrays, kwargs: dict[str, Any], *, tokenizer: Any,
+                   streamer: Any) -> Arrays:
+        """`model.generate(input_ids, attention_mask, tokenizer=, streamer=, **kwargs)` as
+        `generation_outputs` arrays."""
+
     def save(self, model: Any, path: str) -> None:
         """`save_pretrained(path)`."""
 
@@ -80,6 +85,23 @@ def output_arrays(out: Any, outputs: tuple[str, ...], to_numpy: Callable[[Any], 
             arrays[f"attn.{i}"] = to_numpy(a)
     if "cache" in outputs:
         arrays.update(cache_arrays(out.past_key_values, to_numpy))
+    return arrays
+
+
+def generation_outputs(out: Any, to_numpy: Callable[[Any], np.ndarray]) -> Arrays:
+    """`generate`'s result (the sequences, or a `GenerateDecoderOnlyOutput` /
+    `GenerateBeamDecoderOnlyOutput`) -> tensor paths: ids under `generated`, scores under
+    `logits.` (the logits tolerance row)."""
+    if not hasattr(out, "sequences"):
+        return {"generated": np.asarray(to_numpy(out), np.int64)}
+    arrays: Arrays = {"generated": np.asarray(to_numpy(out.sequences), np.int64)}
+    for field in ("scores", "logits"):
+        for i, step in enumerate(getattr(out, field, None) or ()):
+            arrays[f"logits.{field}.{i}"] = widen(to_numpy(step))
+    if getattr(out, "sequences_scores", None) is not None:
+        arrays["logits.sequences_scores"] = widen(to_numpy(out.sequences_scores))
+    if getattr(out, "beam_indices", None) is not None:
+        arrays["generated.beam_indices"] = np.asarray(to_numpy(out.beam_indices), np.int64)
     return arrays
 
 

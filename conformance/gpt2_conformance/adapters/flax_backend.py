@@ -19,6 +19,7 @@ from gpt2_conformance.adapters.base import (  # noqa: E402
     Arrays,
     accepted,
     call_kwargs,
+    generation_outputs,
     output_arrays,
 )
 from gpt2_flax import processors, weights  # noqa: E402
@@ -30,7 +31,8 @@ def _np(t) -> np.ndarray:
 
 class FlaxAdapter:
     name = "flax"
-    kinds = frozenset({"forward", "incremental", "chunked", "generate", "processor", "grads"})
+    kinds = frozenset({"forward", "incremental", "chunked", "generate", "generation", "processor",
+                       "grads"})
 
     def load(self, path: str, head: str, dtype: str = "float32") -> Any:
         # Parameters stored and computed in `dtype`, as the torch subject does.
@@ -56,6 +58,12 @@ class FlaxAdapter:
         ids = model.generate(inputs["input_ids"], attention_mask=inputs["attention_mask"],
                              max_new_tokens=max_new_tokens, do_sample=False)
         return _np(ids)
+
+    def generation(self, model, inputs: Arrays, kwargs: dict[str, Any], *, tokenizer: Any,
+                   streamer: Any) -> Arrays:
+        out = model.generate(inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                             tokenizer=tokenizer, streamer=streamer, **kwargs)
+        return generation_outputs(out, _np)
 
     def save(self, model, path: str) -> None:
         model.save_pretrained(path)

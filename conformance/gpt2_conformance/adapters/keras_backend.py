@@ -18,6 +18,7 @@ from gpt2_conformance.adapters.base import (  # noqa: E402
     Arrays,
     accepted,
     call_kwargs,
+    generation_outputs,
     output_arrays,
 )
 from gpt2_keras import processors  # noqa: E402
@@ -32,7 +33,8 @@ def _np(t) -> np.ndarray:
 
 class KerasAdapter:
     name = "keras"
-    kinds = frozenset({"forward", "incremental", "chunked", "generate", "processor", "grads",
+    kinds = frozenset({"forward", "incremental", "chunked", "generate", "generation", "processor",
+                       "grads",
                        "tokenizer"})
 
     def load(self, path: str, head: str, dtype: str = "float32") -> Any:
@@ -62,6 +64,12 @@ class KerasAdapter:
         ids = model.generate(inputs["input_ids"], attention_mask=inputs["attention_mask"],
                              max_new_tokens=max_new_tokens, do_sample=False)
         return np.asarray(_np(ids) if not isinstance(ids, np.ndarray) else ids)
+
+    def generation(self, model, inputs: Arrays, kwargs: dict[str, Any], *, tokenizer: Any,
+                   streamer: Any) -> Arrays:
+        out = model.generate(inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                             tokenizer=tokenizer, streamer=streamer, **kwargs)
+        return generation_outputs(out, _np)
 
     def save(self, model, path: str) -> None:
         model.save_pretrained(path)

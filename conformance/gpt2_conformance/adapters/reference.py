@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from gpt2_conformance.adapters.base import Arrays
-from gpt2_core import GPT2Config, load_pretrained, reference, sampling, save_pretrained
+from gpt2_conformance.adapters.base import Arrays, generation_outputs
+from gpt2_core import GPT2Config, generation, load_pretrained, reference, sampling, save_pretrained
 
 
 @dataclasses.dataclass
@@ -26,7 +26,7 @@ class Model:
 class ReferenceAdapter:
     """Subject `reference` (float64) or `numpy` (float32)."""
 
-    kinds = frozenset({"forward", "incremental", "chunked", "generate", "processor",
+    kinds = frozenset({"forward", "incremental", "chunked", "generate", "generation", "processor",
                        "tokenizer"})
 
     def __init__(self, name: str, dtype: type):
@@ -101,26 +101,16 @@ class ReferenceAdapter:
         raise NotImplementedError("the reference has no gradients; frameworks are compared pairwise")
 
     def generate(self, model: Model, inputs: Arrays, max_new_tokens: int) -> np.ndarray:
-        """Greedy decoding with the cache, as `transformers`: finished rows (after an
-        end-of-sequence token) continue with `pad_token_id` (else the first eos id)."""
-        config = model.config
-        ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        eos = config.eos_token_ids
-        pad = config.pad_token_id if config.pad_token_id is not None else (eos[0] if eos else 0)
-        unfinished = np.ones(ids.shape[0], bool)
-        out = reference.forward(config, model.params, ids, attention_mask=mask, dtype=self.dtype)
-        seq = ids
-        for step in range(max_new_tokens):
-            nxt = out.logits[:, -1].argmax(-1)
-            nxt = np.where(unfinished, nxt, pad)
-            seq = np.concatenate([seq, nxt[:, None]], axis=1)
-            unfinished &= ~np.isin(nxt, eos)
-            if not unfinished.any() or step == max_new_tokens - 1:
-                break
-            mask = np.concatenate([mask, np.ones_like(mask[:, :1])], axis=1)
-            out = reference.forward(config, model.params, nxt[:, None], attention_mask=mask,
-                                    past_key_values=out.past_key_values, dtype=self.dtype)
-        return seq
+        """Greedy decoding: `gpt2_core.generation.generate`."""
+        return generation.generate(model.config, model.params, inputs["input_ids"],
+                                   inputs["attention_mask"], max_new_tokens=max_new_tokens)
+
+    def generation(self, model: Model, inputs: Arrays, kwargs: dict[str, Any], *, tokenizer: Any,
+                   streamer: Any) -> Arrays:
+        out = generation.generate(model.config, model.params, inputs["input_ids"],
+                                  inputs["attention_mask"], tokenizer=tokenizer, streamer=streamer,
+                                  **kwargs)
+        return generation_outputs(out, np.asarray)
 
     def save(self, model: Model, path: str) -> None:
         save_pretrained(path, model.config, model.params)

@@ -8,7 +8,13 @@ import numpy as np
 import torch
 
 import gpt2_torch
-from gpt2_conformance.adapters.base import HEAD_CLASSES, Arrays, call_kwargs, output_arrays
+from gpt2_conformance.adapters.base import (
+    HEAD_CLASSES,
+    Arrays,
+    call_kwargs,
+    generation_outputs,
+    output_arrays,
+)
 from gpt2_torch import processors
 from gpt2_torch.loading import canonical_name
 
@@ -31,7 +37,8 @@ def _t(a: np.ndarray) -> torch.Tensor:
 
 class TorchAdapter:
     name = "torch"
-    kinds = frozenset({"forward", "incremental", "chunked", "generate", "processor", "grads"})
+    kinds = frozenset({"forward", "incremental", "chunked", "generate", "generation", "processor",
+                       "grads"})
 
     def load(self, path: str, head: str, dtype: str = "float32") -> Any:
         # Parameters and compute in `dtype` (CPU runs bfloat16 and float16 matmuls natively).
@@ -60,6 +67,13 @@ class TorchAdapter:
             ids = model.generate(_t(inputs["input_ids"]), attention_mask=_t(inputs["attention_mask"]),
                                  max_new_tokens=max_new_tokens, do_sample=False)
         return _np(ids)
+
+    def generation(self, model, inputs: Arrays, kwargs: dict[str, Any], *, tokenizer: Any,
+                   streamer: Any) -> Arrays:
+        with torch.no_grad():
+            out = model.generate(_t(inputs["input_ids"]), attention_mask=_t(inputs["attention_mask"]),
+                                 tokenizer=tokenizer, streamer=streamer, **kwargs)
+        return generation_outputs(out, _np)
 
     def save(self, model, path: str) -> None:
         model.save_pretrained(path)
