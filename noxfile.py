@@ -66,3 +66,11 @@ def wheel(session: nox.Session) -> None:
     """Build the wheel and import every package from a fresh venv (a checkout on sys.path would
     hide packaging mistakes)."""
     session.run(*PYTEST, "tests/wheel", *session.posargs)
+
+
+@nox.session(python=False)
+def slow(session: nox.Session) -> None:
+    """Not in the default sessions: the random-kill loop (a child SIGKILLed at random moments of
+    single-file, sharded and training saves; each folder must load as one whole version)."""
+    session.run(*PYTEST, "-s", "tests/core/test_safety_slow.py", *session.posargs,
+                env={"GPT2_SLOW": "1"})

@@ -118,7 +118,8 @@ class _GPT2Base(nnx.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], *, dtype="float32",
-                        param_dtype="float32", mesh: jax.sharding.Mesh | None = None):
+                        param_dtype="float32", mesh: jax.sharding.Mesh | None = None,
+                        allow_pickle: bool = False):
         """Load a Hugging Face model directory (hub, `save_pretrained` or sharded layout).
 
         Args:
@@ -126,9 +127,11 @@ class _GPT2Base(nnx.Module):
             dtype: compute dtype (float32, bfloat16, float16).
             param_dtype: storage dtype of the parameters.
             mesh: a `Mesh` with ("data", "model") axes to shard the parameters over.
+            allow_pickle: also read `pytorch_model.bin` (plain tensors only).
         """
         # finiteness is checked tensor by tensor on the loaded copies (`weights.build`)
-        config, params = checkpoint.load_pretrained(path, head=cls.head, check_finite=False)
+        config, params = checkpoint.load_pretrained(path, head=cls.head, check_finite=False,
+                                                    allow_pickle=allow_pickle)
         try:
             return cls.from_params(config, params, dtype=dtype, param_dtype=param_dtype, mesh=mesh)
         except checkpoint.CheckpointError as e:  # name the directory, not "<params>"
