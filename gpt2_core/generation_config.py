@@ -500,7 +500,11 @@ def start_ids(plan_bos: int | None, vocab_size: int) -> list[list[int]]:
 
 
 def bos_token_id(config: GPT2Config, gen: GenerationConfig) -> int | None:
-    return gen.bos_token_id if gen.bos_token_id is not None else config.bos_token_id
+    """The call's bos id, else the model config's when it lies in the vocabulary."""
+    if gen.bos_token_id is not None:
+        return gen.bos_token_id
+    bos = config.bos_token_id
+    return bos if bos is not None and bos < config.vocab_size else None
 
 
 def field_table_markdown() -> str:
