@@ -186,6 +186,20 @@ class GenerationConfig:
             raise ValueError(f"`{path}` must hold a JSON object. Received: {type(data).__name__}.")
         return cls.from_dict(data)
 
+    @classmethod
+    def for_checkpoint(cls, path: str | os.PathLike[str], config: GPT2Config) -> GenerationConfig:
+        """A loaded model's config: the folder's `generation_config.json` when it has one, else
+        the model config's special-token ids (transformers' `from_pretrained`)."""
+        path = os.fspath(path)
+        if os.path.isfile(os.path.join(path, GENERATION_CONFIG_NAME)):
+            return cls.from_pretrained(path)
+        return cls.from_model_config(config)
+
+    def checkpoint_files(self) -> dict[str, str]:
+        """`{"generation_config.json": text}` for `gpt2_core.save_pretrained(extra_files=...)`,
+        so the file is written in the same all-or-nothing transaction as the weights."""
+        return {GENERATION_CONFIG_NAME: self.to_json_string()}
+
     def save_pretrained(self, path: str | os.PathLike[str]) -> str:
         """Write `generation_config.json` into the directory `path` atomically; returns its path."""
         path = os.fspath(path)
