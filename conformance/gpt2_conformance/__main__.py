@@ -66,8 +66,9 @@ def run_suites(args: argparse.Namespace, suites: list[str]):
     from gpt2_conformance.runner import installed, run_suite
 
     backends = args.backends.split(",") if args.backends else default_backends()
-    if installed("tiktoken") and "tiktoken" not in backends:
-        backends.append("tiktoken")
+    for oracle in ("tiktoken", "transformers"):  # oracles for the tokenizer and generation rows
+        if installed(oracle) and oracle not in backends:
+            backends.append(oracle)
     plant = dict(p.split(":", 1) for p in args.plant)
     results = []
     for suite in suites:
