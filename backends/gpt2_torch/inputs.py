@@ -86,14 +86,23 @@ def check_lengths(config: GPT2Config, B: int, T: int, past_len: int,
 
 
 def check_past(config: GPT2Config, past_key_values: Sequence[KV], B: int) -> None:
+    """Every layer's key and value: (B, n_head, past, head_dim), one past length for all.
+
+    A value shorter than its key would otherwise be broadcast or sliced into wrong logits."""
     if len(past_key_values) != config.n_layer:
         raise ValueError(f"`past_key_values` must hold one (key, value) pair per layer "
                          f"(n_layer={config.n_layer}). Received {len(past_key_values)} entries.")
-    k = past_key_values[0][0]
-    if k.ndim != 4 or k.shape[0] != B or k.shape[1] != config.n_head or k.shape[3] != config.head_dim:
-        raise ValueError(f"`past_key_values` entries must have shape (batch={B}, n_head="
-                         f"{config.n_head}, past, head_dim={config.head_dim}). Received shape "
-                         f"{tuple(k.shape)}.")
+    past_len = past_key_values[0][0].shape[2] if past_key_values[0][0].ndim == 4 else None
+    for i, (k, v) in enumerate(past_key_values):
+        for name, x in (("key", k), ("value", v)):
+            shape = tuple(x.shape)
+            if (len(shape) != 4 or shape[0] != B or shape[1] != config.n_head
+                    or shape[3] != config.head_dim or shape[2] != past_len):
+                raise ValueError(
+                    f"`past_key_values[{i}]` {name} must have shape (batch={B}, n_head="
+                    f"{config.n_head}, past={past_len}, head_dim={config.head_dim}), with one past "
+                    f"length for every key and value. Received shape {shape}. Pass the "
+                    "`past_key_values` returned by the previous call unchanged.")
 
 
 def prepare(config: GPT2Config, device: torch.device, input_ids, inputs_embeds, past_key_values,
