@@ -41,6 +41,21 @@ def _read_merges(merges: list[str] | str | os.PathLike) -> list[str]:
                     f"Received: merges of type {type(merges).__name__}.")
 
 
+def _check_utf8(texts) -> None:
+    """Python strings must encode as UTF-8: TensorFlow's own error names neither text nor fix."""
+    for index, text in enumerate(texts):
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:
+                where = f"U+{ord(text[error.start]):04X} at index {error.start}"
+                raise ValueError(
+                    "`inputs` must be valid UTF-8 text (no lone surrogates), but text "
+                    f"{index} ({text!r:.60}) holds the lone surrogate {where}. Clean it first, "
+                    "e.g. `text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')`."
+                ) from None
+
+
 def _as_strings(inputs) -> tf.Tensor:
     """Text as a tf.string tensor of shape (B,) or (); clear errors for anything else."""
     if isinstance(inputs, tf.RaggedTensor):
@@ -48,8 +63,10 @@ def _as_strings(inputs) -> tf.Tensor:
                          "Received: a RaggedTensor.")
     if isinstance(inputs, (str, bytes)) or (isinstance(inputs, (list, tuple)) and all(
             isinstance(x, (str, bytes)) for x in inputs)):
+        _check_utf8([inputs] if isinstance(inputs, (str, bytes)) else inputs)
         inputs = tf.constant(inputs, tf.string)
     elif isinstance(inputs, np.ndarray) and inputs.dtype.kind in "USO":
+        _check_utf8(inputs.ravel().tolist())
         inputs = tf.constant(inputs.astype(object), tf.string)
     else:
         inputs = tf.convert_to_tensor(inputs)

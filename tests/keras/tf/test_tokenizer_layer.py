@@ -367,3 +367,10 @@ def test_bad_inputs(layer):
         GPT2TokenizerLayer(sequence_length=0)
     with pytest.raises(ValueError, match=r"`allowed_special` holds tokens.*<\|im_start\|>"):
         GPT2TokenizerLayer(allowed_special={"<|im_start|>"})
+
+
+@pytest.mark.parametrize("inputs", ["a\ud800b", ["ok", "a\ud800b"], np.array(["ok", "x\udfffy"])])
+def test_lone_surrogate_is_a_clear_error(layer, inputs):
+    message = r"`inputs` must be valid UTF-8 .* lone surrogate U\+D[89A-F][0-9A-F]{2} .*Clean it"
+    with pytest.raises(ValueError, match=message):
+        layer(inputs)
