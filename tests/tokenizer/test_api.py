@@ -245,3 +245,18 @@ def test_encode_batch_process_pool_matches_serial(tok, monkeypatch, corpus):
         worker_tok.close()
     with pytest.raises(ValueError, match=r"`num_threads` must be an int >= 1. Received: 0"):
         tok.encode_batch(["a"], num_threads=0)
+
+
+@pytest.mark.parametrize("name", ["allowed_special", "disallowed_special"])
+def test_special_policy_as_a_single_string_is_refused(tok, name):
+    # A str is a collection of characters: each would be reported as an unknown special token.
+    with pytest.raises(TypeError, match=rf"`{name}` must be a set .*{name}='<\|endoftext\|>'.*Pass a set"):
+        tok.encode("Hi<|endoftext|>", **{name: "<|endoftext|>"})
+    with pytest.raises(TypeError, match=name):
+        tok.encode_batch(["Hi"], **{name: "<|endoftext|>"})
+
+
+def test_special_policy_all_is_still_accepted(tok):
+    assert tok.encode("Hi<|endoftext|>", allowed_special="all") == [17250, 50256]
+    assert tok.encode("Hi<|endoftext|>", allowed_special="all", disallowed_special="all") == [17250, 50256]
+    assert tok.encode("Hi<|endoftext|>", allowed_special={"<|endoftext|>"}) == [17250, 50256]

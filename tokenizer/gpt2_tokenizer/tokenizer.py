@@ -58,6 +58,15 @@ def _surrogate_error(text: str, name: str) -> ValueError:
     )
 
 
+def _check_special_collection(value: Any, name: str) -> None:
+    """A str other than "all" would be read character by character: refuse it."""
+    if isinstance(value, str) and value != "all":
+        raise TypeError(
+            f'`{name}` must be a set of special tokens or "all", not a single str. '
+            f"Received: {name}={value!r:.60}. Pass a set, e.g. `{name}={{{value!r:.60}}}`."
+        )
+
+
 class GPT2Tokenizer:
     """GPT-2's byte-level BPE tokenizer, ids identical to tiktoken and Hugging Face.
 
@@ -327,6 +336,8 @@ class GPT2Tokenizer:
         disallowed_special: Collection[str] | Literal["all"],
     ) -> tuple[set[str], tuple[str, ...]]:
         """`encode`'s arguments checked once: (allowed, disallowed) special tokens."""
+        _check_special_collection(allowed_special, "allowed_special")
+        _check_special_collection(disallowed_special, "disallowed_special")
         allowed = set(self._special) if allowed_special == "all" else set(allowed_special)
         unknown = [t for t in allowed if t not in self._special]
         if unknown:
