@@ -149,7 +149,9 @@ def test_config_disagreeing_with_the_tensors_fails_at_once(tmp_path):
 
 # ---- crafted pickles -------------------------------------------------------------------------
 
-torch = pytest.importorskip("torch")
+@pytest.fixture(autouse=False)
+def torch():
+    return pytest.importorskip("torch")
 
 
 class _Storage:
@@ -162,12 +164,16 @@ class _FakeTensor:
         self.args = (storage, offset, tuple(size), tuple(stride), False, collections.OrderedDict())
 
     def __reduce__(self):
+        import torch._utils
+
         return (torch._utils._rebuild_tensor_v2, self.args)
 
 
 class _Pickler(pickle.Pickler):
     def persistent_id(self, obj):
         if isinstance(obj, _Storage):
+            import torch
+
             return ("storage", torch.FloatStorage, obj.key, "cpu", obj.numel)
         return None
 
@@ -191,19 +197,19 @@ def _pickle_case(tmp_path, size, stride, offset=0, numel=4):
 
 @pytest.mark.parametrize("size,stride,offset", [((100, 100), (100, 1), 0), ((2, 2), (1000, 1), 0),
                                                 ((2,), (1,), 3), ((2,), (1,), 99)])
-def test_pickle_tensor_past_its_storage_is_refused(tmp_path, size, stride, offset):
+def test_pickle_tensor_past_its_storage_is_refused(torch, tmp_path, size, stride, offset):
     _pickle_case(tmp_path, size, stride, offset)
     with pytest.raises(CheckpointError, match=r"pytorch_model.bin.*\n.*tensor `wte.weight`: .*past its storage"):
         load_pretrained(tmp_path, allow_pickle=True)
 
 
-def test_pickle_with_negative_stride_is_refused(tmp_path):
+def test_pickle_with_negative_stride_is_refused(torch, tmp_path):
     _pickle_case(tmp_path, (2,), (-1,), 1)
     with pytest.raises(CheckpointError, match=r"tensor `wte.weight`: malformed size"):
         load_pretrained(tmp_path, allow_pickle=True)
 
 
-def test_pickle_zip_bomb_is_refused(tmp_path):
+def test_pickle_zip_bomb_is_refused(torch, tmp_path):
     s = _Storage("0", 1 << 26)
     _write_pickle(tmp_path, {"wte.weight": _FakeTensor(s, 0, (1 << 26,), (1,))},
                   {"0": bytes(1 << 28)}, compress=True)
@@ -212,7 +218,7 @@ def test_pickle_zip_bomb_is_refused(tmp_path):
         load_pretrained(tmp_path, allow_pickle=True)
 
 
-def test_pickle_non_tensor_value_and_missing_storage(tmp_path):
+def test_pickle_non_tensor_value_and_missing_storage(torch, tmp_path):
     _write_pickle(tmp_path, {"wte.weight": 3, "wpe.weight": "x"}, {})
     with pytest.raises(CheckpointError, match=r"`wte.weight` is a int, not a tensor"):
         load_pretrained(tmp_path, allow_pickle=True)
@@ -224,7 +230,7 @@ def test_pickle_non_tensor_value_and_missing_storage(tmp_path):
         load_pretrained(tmp_path, allow_pickle=True)
 
 
-def test_pickle_only_error_points_to_accepted_options(tmp_path):
+def test_pickle_only_error_points_to_accepted_options(torch, tmp_path):
     _pickle_case(tmp_path, (2,), (1,))
     with pytest.raises(ValueError, match=r"`allow_pickle=True` to `from_pretrained` \(or `--allow-pickle`"):
         load_pretrained(tmp_path)
