@@ -84,7 +84,7 @@ def small_cache(tok):
 
 
 def test_id_merge_equals_string_merge_for_every_length(tok):
-    # Short words take the id loop, words over 48 bytes the string heap; both equal `merge`.
+    # Short words take the id loop, words over 48 bytes the id heap; both equal `merge`.
     bpe = tok.bpe
     words = ["ab", "Ġthe", "Ġtokenizer", "Ġuncharacteristically", "ĠĠĠĠĠĠĠ", "1234567890",
              "ðŁĺĢðŁĺĢ", "Ġ" + "ab" * 23, "Ġ" + "ab" * 24, "a" * 97]
@@ -92,6 +92,7 @@ def test_id_merge_equals_string_merge_for_every_length(tok):
         expected = [tok.encoder[s] for s in bpe.merge(word)]
         raw = bytes(_BYTE_OF[c] for c in word)
         assert bpe._merge_ids([bpe._byte_ids[b] for b in raw]) == expected, word
+        assert bpe._merge_ids_heap([bpe._byte_ids[b] for b in raw]) == expected, word
         assert list(bpe._encode_word(raw.decode("utf-8"))) == expected, word
 
 
@@ -101,7 +102,7 @@ def test_merged_ids_out_of_rank_order_keep_rank_order():
     encoder = {**base, "bc": 300, "ab": 299, "abc": 298}
     merges = [("b", "c"), ("a", "b"), ("a", "bc")]
     bpe = BytePairEncoding(encoder, merges, whole_word_fast_path=False)
-    assert bpe._pair_ids[base["b"], base["c"]] == 0 << 32 | 300
+    assert bpe._pair_ids[base["b"] << 20 | base["c"]] == 0 << 32 | 300
     for text, expected in (("abc", [298]), ("ab", [299]), ("abcab", [298, 299]), ("cab", [base["c"], 299])):
         assert bpe.encode_ordinary(text) == expected, text
         assert bpe.merge(text) == [s for i in expected for s, j in encoder.items() if i == j]
@@ -179,3 +180,25 @@ def test_parallel_batch_raises_from_either_process(monkeypatch, where):
         assert tok.encode_batch(texts, num_threads=2) == [tok.encode(t) for t in texts]
     finally:
         tok.close()
+
+
+_BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(
+    st.text(st.sampled_from(_BASE64), min_size=40, max_size=3000),
+    st.text(st.sampled_from("etaoinshrdlucmfwypvbgkqjxz"), min_size=40, max_size=3000),
+    st.lists(st.sampled_from(["the", "of", "token", "izer", "ing", "a", "aa", "é", ".", "'s", "1"]),
+             min_size=10, max_size=600).map("".join),
+))
+def test_property_long_space_free_text_matches_tiktoken(small_cache, tiktoken_enc, text):
+    # Long pre-tokens take the heap merge and text without spaces the word-end chunk cuts.
+    assert small_cache.encode_ordinary(text) == tiktoken_enc.encode_ordinary(text)
+
+
+def test_space_free_text_with_a_few_non_ascii_chars_stays_mostly_ascii():
+    text = ("Eachlineisoftheform:FeatureName" * 200 + "é") * 5
+    chunks = list(bpe_module._ascii_and_other_chunks(text))
+    assert "".join(chunks) == text and max(map(len, chunks)) < 1000
+    assert sum(map(len, filter(str.isascii, chunks))) > 0.9 * len(text)

@@ -17,6 +17,7 @@ import functools
 import heapq
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain, repeat
+from operator import lshift, or_
 
 from gpt2_tokenizer.pretokenizer import CHUNK_CHARS, ascii_words, pretokenize, split_chunks, split_pieces
 
@@ -27,6 +28,7 @@ CACHE_MAX_ENTRIES = 1 << 18
 
 _RANK_SHIFT = 32  # Pair table values are rank << 32 | merged id: `min` picks the lowest rank.
 _ID_MASK = (1 << _RANK_SHIFT) - 1
+_PAIR_SHIFT = 20  # Pair table keys are left id << 20 | right id: an int hashes faster than a tuple.
 
 _NO_MERGE = 1 << 62
 _CACHE_MAX_KEY_CHARS = 256  # Longer words and pieces rarely repeat: caching them costs memory.
@@ -63,12 +65,20 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def _ascii_and_other_chunks(text: str) -> Iterator[str]:
-    """`split_chunks`, with non-ASCII chunks cut again finer to keep the slow path short."""
+    """`split_chunks`, with non-ASCII chunks cut again finer to keep the slow path short.
+
+    A fine chunk still long (text without spaces) is cut at ASCII word ends, so that a few
+    non-ASCII characters do not send a megabyte down the Unicode path.
+    """
     for chunk in split_chunks(text):
         if chunk.isascii():
             yield chunk
-        else:
-            yield from split_chunks(chunk, _FINE_CHUNK_CHARS)
+            continue
+        for fine in split_chunks(chunk, _FINE_CHUNK_CHARS):
+            if len(fine) > 2 * _FINE_CHUNK_CHARS and not fine.isascii():
+                yield from split_chunks(fine, _FINE_CHUNK_CHARS, word_ends=True)
+            else:
+                yield fine
 
 
 class _BoundedCache(dict):  # type: ignore[type-arg]
@@ -127,13 +137,13 @@ class BytePairEncoding:
         self._word_cache = _BoundedCache(self._encode_word, max_cache_entries)
         self._piece_cache = _BoundedCache(self._encode_piece, max_cache_entries)
 
-    def _id_tables(self) -> tuple[list[int] | None, dict[tuple[int, int], int]]:
-        """Byte -> id and (left id, right id) -> rank << 32 | merged id, for `_merge_ids`.
+    def _id_tables(self) -> tuple[list[int] | None, dict[int, int]]:
+        """Byte -> id and left id << 20 | right id -> rank << 32 | merged id, for `_merge_ids`.
 
         When merged ids rise with rank (GPT-2: id = 256 + rank), the merged id alone orders the
         merges and the values are the encoder's own ints (saves ~2 MB). None when a byte or a
         merge result has no id, or ids repeat: such vocabularies use the string merge, which
-        fails on a missing token exactly as before.
+        fails on a missing token exactly as before, as do ids of 2**20 or more.
         """
         encoder = self.encoder
         byte_ids = [encoder.get(c) for c in bytes_to_unicode().values()]
@@ -146,11 +156,13 @@ class BytePairEncoding:
                 return None, {}
             rising = rising and rank > last_rank and merged_id > last_id
             last_rank, last_id = rank, merged_id
+        if max(encoder.values()) >> _PAIR_SHIFT:
+            return None, {}
         pairs = {}
         for (left, right), rank in self.bpe_ranks.items():
             merged_id = encoder[left + right]
             value = merged_id if rising else rank << _RANK_SHIFT | merged_id
-            pairs[encoder[left], encoder[right]] = value
+            pairs[encoder[left] << _PAIR_SHIFT | encoder[right]] = value
         return byte_ids, pairs  # type: ignore[return-value]
 
     def encode_ordinary(self, text: str) -> list[int]:
@@ -201,30 +213,68 @@ class BytePairEncoding:
             token_id = self._bytes_to_id.get(raw)
             if token_id is not None:
                 return (token_id,)
-        if self._byte_ids is None or len(raw) > _HEAP_MIN_SYMBOLS:
+        if self._byte_ids is None:
             encoder = self.encoder
             symbols = raw.decode("latin-1").translate(self._byte_table)
             return tuple(encoder[s] for s in self.merge(symbols))
-        return tuple(self._merge_ids(list(map(self._byte_ids.__getitem__, raw))))
+        ids = list(map(self._byte_ids.__getitem__, raw))
+        if len(raw) > _HEAP_MIN_SYMBOLS:
+            return tuple(self._merge_ids_heap(ids))
+        return tuple(self._merge_ids(ids))
 
     def _merge_ids(self, ids: list[int]) -> list[int]:
         """`merge` on token ids: the same loop with no string building and no final lookup."""
         get = self._pair_ids.get
         # ranks[k] is rank << 32 | merged id for the pair (ids[k], ids[k + 1]); _NO_MERGE if none.
-        ranks = list(map(get, zip(ids, ids[1:]), repeat(_NO_MERGE)))
+        ranks = list(map(get, map(or_, map(lshift, ids, repeat(_PAIR_SHIFT)), ids[1:]), repeat(_NO_MERGE)))
         while ranks:
             best = min(ranks)
             if best == _NO_MERGE:
                 break
             i = ranks.index(best)
-            ids[i] = best & _ID_MASK
+            merged = ids[i] = best & _ID_MASK
             del ids[i + 1]
             del ranks[i]
             if i > 0:
-                ranks[i - 1] = get((ids[i - 1], ids[i]), _NO_MERGE)
+                ranks[i - 1] = get(ids[i - 1] << _PAIR_SHIFT | merged, _NO_MERGE)
             if i < len(ranks):
-                ranks[i] = get((ids[i], ids[i + 1]), _NO_MERGE)
+                ranks[i] = get(merged << _PAIR_SHIFT | ids[i + 1], _NO_MERGE)
         return ids
+
+    def _merge_ids_heap(self, ids: list[int]) -> list[int]:
+        """`_merge_ids` in O(n log n), for long pre-tokens (a linked list and a heap of pairs).
+
+        A heap entry is (rank << 32 | merged id, position): the lowest rank pops first and the
+        leftmost among equal ranks. An entry is stale when the pair now at its position has
+        another value (a neighbour was merged since): its value is looked up again on pop.
+        """
+        get = self._pair_ids.get
+        n = len(ids)
+        nxt = list(range(1, n + 1))
+        prv = list(range(-1, n - 1))
+        keys = map(or_, map(lshift, ids, repeat(_PAIR_SHIFT)), ids[1:])
+        heap = [(value, i) for i, value in enumerate(map(get, keys)) if value is not None]
+        heapq.heapify(heap)
+        pop, push = heapq.heappop, heapq.heappush
+        while heap:
+            value, i = pop(heap)
+            j = nxt[i]
+            if j >= n or ids[i] < 0 or get(ids[i] << _PAIR_SHIFT | ids[j]) != value:
+                continue
+            merged = ids[i] = value & _ID_MASK
+            ids[j] = -1  # Merged away.
+            k = nxt[i] = nxt[j]
+            if k < n:
+                prv[k] = i
+                right = get(merged << _PAIR_SHIFT | ids[k])
+                if right is not None:
+                    push(heap, (right, i))
+            h = prv[i]
+            if h >= 0:
+                left = get(ids[h] << _PAIR_SHIFT | merged)
+                if left is not None:
+                    push(heap, (left, h))
+        return [i for i in ids if i >= 0]
 
     def merge(self, symbols: str) -> list[str]:
         """Applies the merges to one pre-token written in `bytes_to_unicode` characters.
