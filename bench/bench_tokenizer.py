@@ -1,6 +1,9 @@
 """Tokenizer speed and memory, side by side on one ~5 MB corpus from this machine.
 
 Run: `PYTHONPATH=tokenizer python bench/bench_tokenizer.py [--mb 5] [--repeat 3]`.
+`--no-spaces` times hostile text instead: 1 MB of seeded random base64 and 1 MB of English prose
+(docstrings of the Python standard library) with its whitespace removed, next to 1 MB of the
+ordinary corpus; the median of 5 cold-cache runs, one thread, against tiktoken.
 
 Compares `gpt2_tokenizer` (cold and warm caches, one thread, and `encode_batch` on 2
 processes: the caller and one worker) with tiktoken `encode_ordinary` (built offline from the
@@ -12,7 +15,11 @@ runs is large.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
+import random
+import re
+import statistics
 import subprocess
 import sys
 import sysconfig
@@ -52,6 +59,66 @@ def build_corpus(megabytes: float) -> str:
     return "".join(code + prose)
 
 
+def space_free_prose(megabytes: float) -> str:
+    """Docstrings of the Python standard library, each once, with every whitespace removed."""
+    limit = int(megabytes * 1_000_000)
+    docstring = re.compile(r'"""(.*?)"""', re.S)
+    seen: dict[str, None] = {}
+    size = 0
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        for doc in docstring.findall(source):
+            if doc not in seen:
+                seen[doc] = None
+                size += len(doc)
+        if size > 1.3 * limit:
+            break
+    return "".join("".join(doc.split()) for doc in seen)[:limit]
+
+
+def random_base64(megabytes: float, seed: int = 0) -> str:
+    limit = int(megabytes * 1_000_000)
+    return base64.b64encode(random.Random(seed).randbytes(limit * 3 // 4 + 3)).decode()[:limit]
+
+
+def tiktoken_gpt2():
+    """tiktoken's encoder built offline from the bundled ranks (no download)."""
+    import tiktoken
+
+    encoder, _ = load_bundled_vocab()
+    byte_of = {c: b for b, c in bytes_to_unicode().items()}
+    ranks = {bytes(byte_of[c] for c in t): i for t, i in encoder.items() if i != 50256}
+    return tiktoken.Encoding(name="gpt2_bench", pat_str=ORIGINAL_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={"<|endoftext|>": 50256})
+
+
+def main_no_spaces(repeat: int) -> None:
+    """Hostile text: interleaved runs, median of `repeat`, fresh caches for every run of ours."""
+    texts = {"random base64": random_base64(1.0), "prose, no whitespace": space_free_prose(1.0),
+             "ordinary corpus": build_corpus(1.0)}
+    tok = GPT2Tokenizer.from_pretrained()
+    _PINNED.build()
+    tik = tiktoken_gpt2()
+    print(f"{'text (1 MB)':24} {'tiktoken s':>10} {'ours cold s':>11} {'ours warm s':>11} {'cold/tik':>9}")
+    for name, text in texts.items():
+        runs: dict[str, list[float]] = {"tik": [], "cold": [], "warm": []}
+        expected = tik.encode_ordinary(text)
+        for _ in range(repeat):
+            for label, encode in (("tik", tik.encode_ordinary), ("cold", tok.encode_ordinary),
+                                  ("warm", tok.encode_ordinary)):
+                if label == "cold":
+                    tok.bpe.clear_cache()
+                start = time.perf_counter()
+                ids = encode(text)
+                runs[label].append(time.perf_counter() - start)
+                assert ids == expected, f"{name}: ids differ from tiktoken"
+        tik_s, cold, warm = (statistics.median(runs[k]) for k in ("tik", "cold", "warm"))
+        print(f"{name:24} {tik_s:10.3f} {cold:11.3f} {warm:11.3f} {cold / tik_s:8.2f}x")
+
+
 def best_of(repeat: int, fn, setup=None) -> tuple[float, object]:
     best, out = float("inf"), None
     for _ in range(repeat):
@@ -83,7 +150,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-spaces", action="store_true",
+                        help="time random base64 and space-free prose instead (median of 5)")
     args = parser.parse_args()
+    if args.no_spaces:
+        main_no_spaces(max(args.repeat, 5))
+        return
 
     text = build_corpus(args.mb)
     size_mb = len(text.encode("utf-8")) / 1e6
@@ -100,13 +172,7 @@ def main() -> None:
     assert warm_ids == ids
     rows.append(("gpt2_tokenizer warm cache", warm))
 
-    import tiktoken
-
-    encoder, _ = load_bundled_vocab()
-    byte_of = {c: b for b, c in bytes_to_unicode().items()}
-    ranks = {bytes(byte_of[c] for c in t): i for t, i in encoder.items() if i != 50256}
-    tik = tiktoken.Encoding(name="gpt2_bench", pat_str=ORIGINAL_PATTERN, mergeable_ranks=ranks,
-                            special_tokens={"<|endoftext|>": 50256})
+    tik = tiktoken_gpt2()
     tik_time, tik_ids = best_of(args.repeat, lambda: tik.encode_ordinary(text))
     assert tik_ids == ids, "tiktoken ids differ"
     rows.append(("tiktoken encode_ordinary", tik_time))
