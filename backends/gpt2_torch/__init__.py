@@ -1,8 +1,14 @@
 """gpt2_torch: GPT-2 in PyTorch, exactly as `gpt2_core` specifies it, with transformers' class
 names, arguments and outputs (`GPT2LMHeadModel`, `past_key_values`, `generate`, ...)."""
 
+from gpt2_core.generation_config import GenerationConfig
 from gpt2_torch.cache import StaticCache
-from gpt2_torch.generation import GenerationMixin, StreamStep
+from gpt2_torch.generation import (
+    GenerateBeamDecoderOnlyOutput,
+    GenerateDecoderOnlyOutput,
+    GenerationMixin,
+    StreamStep,
+)
 from gpt2_torch.heads import (
     GPT2DoubleHeadsModel,
     GPT2ForQuestionAnswering,
@@ -16,5 +22,6 @@ from gpt2_torch.modeling import MLP, Attention, Block, GPT2Model
 __all__ = [
     "MLP", "Attention", "Block", "GPT2DoubleHeadsModel", "GPT2ForQuestionAnswering",
     "GPT2ForSequenceClassification", "GPT2ForTokenClassification", "GPT2LMHeadModel",
-    "GPT2Model", "GPT2PreTrainedModel", "GenerationMixin", "StaticCache", "StreamStep",
+    "GPT2Model", "GPT2PreTrainedModel", "GenerateBeamDecoderOnlyOutput", "GenerateDecoderOnlyOutput",
+    "GenerationConfig", "GenerationMixin", "StaticCache", "StreamStep",
 ]

@@ -1,28 +1,44 @@
-"""`generate`: greedy, sampling and beam search on a preallocated cache, with Hugging Face's
-semantics (token-identical greedy and beam outputs), plus streaming.
+"""`generate`: the spec of `gpt2_core.generation` on a preallocated cache, in torch.
 
-Per step: one forward of the new token over the static cache, logits for the last position
-only, the processors of `gpt2_core.sampling` (torch versions in `processors.py`).
+What to do is decided by the spec: arguments by `gpt2_core.generation_config` (`merge`, `resolve`
+to a `GenerationPlan`), scores by its processor table (torch functions in `processors.py`), noise
+by Threefry (`threefry.py`), stop strings by `StopStringTables`, beams by the spec's vectorised
+`_beam_search` bookkeeping. This module holds the tensor math of one step and the loops.
+
+Per step: one forward of the new tokens over the static cache (compiled with `compile=True`),
+logits of the last position only, the active processors, then argmax, Gumbel-max (sampling) or
+the beam update.
+
+Shapes: B prompt rows, T0 prompt width, N = B * k expanded rows (k = num_return_sequences, or
+num_beams in beam search), V vocabulary, n new tokens.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import weakref
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from gpt2_core.sampling import SamplingConfig
-from gpt2_torch import inputs, processors
+from gpt2_core.generation import BEAM_NEG, StopStringTables, output_fill, prepare_inputs
+from gpt2_core.generation_config import GenerationConfig, GenerationPlan, merge, resolve
+from gpt2_core.outputs import output_class
+from gpt2_core.threefry import MASK32, key_words
+from gpt2_torch import inputs, processors, threefry
 from gpt2_torch.cache import StaticCache
 from gpt2_torch.modeling import AttnMask
+from gpt2_torch.processors import ProcessorState
+
+GenerateDecoderOnlyOutput = output_class("GenerateDecoderOnlyOutput", module=__name__)
+GenerateBeamDecoderOnlyOutput = output_class("GenerateBeamDecoderOnlyOutput", module=__name__)
 
 
 class Streamer(Protocol):
-    """transformers' streamer protocol: `put` gets the prompt, then each step's tokens."""
+    """transformers' streamer protocol: `put` gets the prompt (N, T0), then each step's tokens
+    (N,); `end` once at the end."""
 
     def put(self, value: torch.Tensor) -> None: ...
 
@@ -34,57 +50,54 @@ class Tokenizer(Protocol):
 
 
 @dataclasses.dataclass(frozen=True)
-class GenerationOptions:
-    max_new_tokens: int
-    sampling: SamplingConfig
-    eos_token_ids: tuple[int, ...]
-    pad_token_id: int | None
-    num_beams: int = 1
-    length_penalty: float = 1.0
-    early_stopping: bool | str = False
-    num_return_sequences: int = 1
-    stop_strings: tuple[str, ...] = ()
-    tokenizer: Any = None
-    seed: int | None = None
-    compile: bool = False
+class GenerationJob:
+    """One `generate` call, resolved: what the loops read."""
+
+    ids: torch.Tensor           # (B, T0) long prompt, left-padded
+    mask: torch.Tensor          # (B, T0) long attention mask (all ones when none was given)
+    plan: GenerationPlan        # every number decided by `gpt2_core.generation_config.resolve`
+    seed: int | None            # the Threefry seed when sampling (drawn when `plan.seed` is None)
+    stop: StopStrings | None    # stop-string automata on the device, or None
+    compile: bool               # decode steps through `torch.compile`
 
 
 @dataclasses.dataclass
 class StreamStep:
-    """One decoding step: the new token of each row (B,), and with a tokenizer the text each
+    """One decoding step: the new token of each row (N,), and with a tokenizer the text each
     row gained (held back while a multi-byte character is incomplete)."""
 
     token_ids: torch.Tensor
     text: list[str] | None = None
 
 
+class DecodedStep(NamedTuple):
+    tokens: torch.Tensor  # (N,) long: the step's tokens, pad in finished rows
+    scores: torch.Tensor  # (N, V) float32: the processed scores they were chosen from
+    logits: torch.Tensor  # (N, V) float32: the raw logits
+
+
 class GenerationMixin:
     """`generate`, `stream_generate` and the compilable `decode_step` for `GPT2LMHeadModel`."""
 
-    @torch.inference_mode()
-    def generate(self, input_ids, attention_mask=None, *, max_new_tokens: int = 20,
-                 do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, repetition_penalty: float | None = None,
-                 no_repeat_ngram_size: int | None = None, min_new_tokens: int = 0,
-                 eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None,
-                 stop_strings: str | Sequence[str] | None = None, tokenizer: Tokenizer | None = None,
-                 num_beams: int = 1, length_penalty: float = 1.0,
-                 early_stopping: bool | str = False, num_return_sequences: int = 1,
-                 seed: int | None = None, streamer: Streamer | None = None,
-                 compile: bool = False) -> torch.Tensor:
-        """Continue each prompt; returns prompt plus new tokens.
+    generation_config: GenerationConfig
 
-        Shapes: input_ids (B, T) (left-pad prompts of different lengths and pass
-        attention_mask (B, T)) -> (B * num_return_sequences, T + n), n <= max_new_tokens.
+    @torch.inference_mode()
+    def generate(self, input_ids: Any = None, attention_mask: Any = None,
+                 generation_config: Any = None, *, streamer: Streamer | None = None,
+                 tokenizer: Any = None, compile: bool = False, **kwargs: Any) -> Any:
+        """Continue each prompt, as `transformers`' `generate` does (and as the NumPy reference
+        `gpt2_core.generation.generate`, token for token).
+
+        Shapes: input_ids (B, T0) (left-pad rows of different lengths and pass attention_mask
+        (B, T0)), or None to start from `bos_token_id` -> sequences (B * k, T0 + n),
+        k = num_return_sequences, n <= the resolved max_new_tokens.
 
         Args:
-            eos_token_id: one id or several; default `config.eos_token_id`. Rows that finished
-                get `pad_token_id` (default: the first eos id).
-            stop_strings: stop a row once its new text contains one of them (needs `tokenizer`).
-            num_beams: beam search (transformers' algorithm: `length_penalty` divides the score
-                by generated length ** length_penalty; `early_stopping` True, False or "never").
-            seed: seeds a private `torch.Generator` for sampling (reproducible).
-            streamer: an object with `put`/`end` (e.g. transformers' `TextStreamer`).
+            generation_config: a `GenerationConfig`, a mapping, or any object with `to_dict()`
+                (a `transformers.GenerationConfig`), over `self.generation_config`.
+            streamer: an object with `put`/`end` (e.g. transformers' `TextStreamer`): gets the
+                prompt, then each step's tokens (not with beam search).
+            tokenizer: turns tokens into text for `stop_strings`.
             compile: run each decoding step through `torch.compile(fullgraph=True,
                 dynamic=False)` on a static cache whose length is rounded up to a multiple of
                 64 (capped at `n_positions`). The compiled step is kept per model and
@@ -95,65 +108,69 @@ class GenerationMixin:
                 small models and fast devices; for GPT-2 small on a 2-core CPU, where reading
                 the weights dominates each step, it measured no faster than eager
                 (`bench/README.md`). Tokens are those of `compile=False` (greedy, sampling,
-                beam search).
-                torch keeps at most `torch._dynamo.config.recompile_limit` compiled variants
-                of the step and runs further shapes eagerly.
+                beam search). torch keeps at most `torch._dynamo.config.recompile_limit`
+                compiled variants of the step and runs further shapes eagerly.
+            **kwargs: `GenerationConfig` fields (`max_new_tokens`, `do_sample`, `seed`, ...);
+                an unknown name raises `TypeError`. `seed=None` with `do_sample` draws the
+                seed from torch's global generator, so `torch.manual_seed` repeats a run.
+
+        Returns the sequences, or with `return_dict_in_generate=True` a
+        `GenerateDecoderOnlyOutput` (greedy, sampling) or `GenerateBeamDecoderOnlyOutput`.
         """
-        ids, mask, opts = self._prepare_generation(
-            input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k, top_p,
-            repetition_penalty, no_repeat_ngram_size, min_new_tokens, eos_token_id, pad_token_id,
-            stop_strings, tokenizer, num_beams, length_penalty, early_stopping,
-            num_return_sequences, seed, compile)
-        if opts.num_beams > 1:
+        job = self._prepare_generation(input_ids, attention_mask, generation_config, tokenizer,
+                                       compile, kwargs)
+        plan = job.plan
+        if plan.num_beams > 1:
             if streamer is not None:
                 raise ValueError("`streamer` cannot be used with beam search (num_beams > 1), as "
-                                 "in transformers. Received: num_beams="
-                                 f"{opts.num_beams}.")
-            return beam_search(self, ids, mask, opts)
+                                 f"in transformers. Received: num_beams={plan.num_beams}.")
+            return beam_search(self, job)
+        ids = job.ids.repeat_interleave(plan.num_return_sequences, 0)
         if streamer is not None:
             streamer.put(ids.cpu())
-        new = []
-        for tokens in decode_tokens(self, ids, mask, opts):
-            new.append(tokens)
+        steps = []
+        for step in decode_tokens(self, job):
+            steps.append(step)
             if streamer is not None:
-                streamer.put(tokens.cpu())
+                streamer.put(step.tokens.cpu())
         if streamer is not None:
             streamer.end()
-        return torch.cat([ids, torch.stack(new, 1)], 1) if new else ids
+        sequences = torch.cat([ids, torch.stack([s.tokens for s in steps], 1)], 1)
+        if not plan.return_dict_in_generate:
+            return sequences
+        return GenerateDecoderOnlyOutput(
+            sequences=sequences,
+            scores=tuple(s.scores for s in steps) if plan.output_scores else None,
+            logits=tuple(s.logits for s in steps) if plan.output_logits else None)
 
     @torch.inference_mode()
-    def stream_generate(self, input_ids, attention_mask=None, *, max_new_tokens: int = 20,
-                        do_sample: bool = False, temperature: float = 1.0,
-                        top_k: int | None = None, top_p: float | None = None,
-                        repetition_penalty: float | None = None,
-                        no_repeat_ngram_size: int | None = None, min_new_tokens: int = 0,
-                        eos_token_id: int | Sequence[int] | None = None,
-                        pad_token_id: int | None = None,
-                        stop_strings: str | Sequence[str] | None = None,
-                        tokenizer: Tokenizer | None = None,
-                        seed: int | None = None, compile: bool = False) -> Iterator[StreamStep]:
+    def stream_generate(self, input_ids: Any = None, attention_mask: Any = None,
+                        generation_config: Any = None, *, tokenizer: Tokenizer | None = None,
+                        compile: bool = False, **kwargs: Any) -> Iterator[StreamStep]:
         """Yield each step's new tokens (and text, with a tokenizer) as `generate` makes them
-        (arguments as `generate`, `compile` included).
+        (arguments as `generate`; greedy or sampling, not beam search).
 
-        Shapes: input_ids (B, T) -> each step's `token_ids` (B,)."""
-        ids, mask, opts = self._prepare_generation(
-            input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k, top_p,
-            repetition_penalty, no_repeat_ngram_size, min_new_tokens, eos_token_id, pad_token_id,
-            stop_strings, tokenizer, 1, 1.0, False, 1, seed, compile)
-        rows: list[list[int]] = [[] for _ in range(ids.shape[0])]
+        Shapes: input_ids (B, T0) -> each step's `token_ids` (B * num_return_sequences,)."""
+        job = self._prepare_generation(input_ids, attention_mask, generation_config, tokenizer,
+                                       compile, kwargs)
+        if job.plan.num_beams > 1:
+            raise ValueError("`stream_generate` yields one token per row and step, so it cannot "
+                             f"run beam search. Received: num_beams={job.plan.num_beams}. Use "
+                             "`generate` for beams.")
+        rows: list[list[int]] = [[] for _ in range(job.plan.expanded_batch)]
         texts = ["" for _ in rows]
-        for tokens in decode_tokens(self, ids, mask, opts):
+        for step in decode_tokens(self, job):
             if tokenizer is None:
-                yield StreamStep(tokens)
+                yield StreamStep(step.tokens)
                 continue
             deltas = []
-            for b, t in enumerate(tokens.tolist()):
+            for b, t in enumerate(step.tokens.tolist()):
                 rows[b].append(t)
                 text = tokenizer.decode(rows[b])
                 keep = text.endswith("\ufffd")  # an incomplete UTF-8 character: wait for more
                 deltas.append("" if keep else text[len(texts[b]):])
                 texts[b] = texts[b] if keep else text
-            yield StreamStep(tokens, deltas)
+            yield StreamStep(step.tokens, deltas)
 
     def decode_step(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
                     write_pos: torch.Tensor, key_mask: torch.Tensor,
@@ -172,57 +189,93 @@ class GenerationMixin:
                                    mask=AttnMask(allowed, bias, False))
         return self.lm_logits(out.last_hidden_state[:, -1])
 
-    def _prepare_generation(self, input_ids, attention_mask, max_new_tokens, do_sample, temperature,
-                            top_k, top_p, repetition_penalty, no_repeat_ngram_size, min_new_tokens,
-                            eos_token_id, pad_token_id, stop_strings, tokenizer, num_beams,
-                            length_penalty, early_stopping, num_return_sequences, seed, compile):
+    def _prepare_generation(self, input_ids: Any, attention_mask: Any, generation_config: Any,
+                            tokenizer: Any, compile: bool, kwargs: dict[str, Any]) -> GenerationJob:
+        """Merge and resolve the options and check the prompt, all by the spec's rules."""
         if not isinstance(compile, bool):
             raise TypeError(f"`compile` must be True or False. Received: compile={compile!r} "
                             f"({type(compile).__name__}).")
-        ids = inputs.to_tensor(input_ids, "input_ids", self.device)
-        if ids.ndim == 1:
-            ids = ids[None]
-        inputs.check_ids(self.config, ids, 0)
-        mask = inputs.to_mask(attention_mask, self.device)
-        if mask is not None and mask.ndim == 1:
-            mask = mask[None]
-        inputs.check_lengths(self.config, ids.shape[0], ids.shape[1], 0, mask)
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"`max_new_tokens` must be a non-negative integer. Received: "
-                             f"max_new_tokens={max_new_tokens!r}.")
-        if ids.shape[1] + max_new_tokens > self.config.n_positions:
-            raise ValueError(
-                f"prompt length {ids.shape[1]} + max_new_tokens {max_new_tokens} exceeds the "
-                f"model's n_positions={self.config.n_positions}. Lower `max_new_tokens` or "
-                "truncate the prompt.")
-        eos = self.config.eos_token_ids if eos_token_id is None else (
-            (eos_token_id,) if isinstance(eos_token_id, int) else tuple(eos_token_id))
-        pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else None)
-        if isinstance(stop_strings, str):
-            stop_strings = (stop_strings,)
-        if stop_strings and tokenizer is None:
-            raise ValueError("`stop_strings` needs `tokenizer=` to turn tokens into text (as in "
-                             "transformers). Received: tokenizer=None.")
-        if num_beams < 1 or not 1 <= num_return_sequences <= max(num_beams, 1 if not do_sample else 10**9):
-            raise ValueError(
-                "`num_return_sequences` must be between 1 and `num_beams` (or any positive number "
-                f"when sampling). Received: num_beams={num_beams}, "
-                f"num_return_sequences={num_return_sequences}.")
-        if num_beams > 1 and do_sample:
-            raise ValueError("Beam sampling (num_beams > 1 with do_sample=True) is not "
-                             "supported. Use num_beams=1 to sample, or do_sample=False.")
-        if early_stopping not in (True, False, "never"):
-            raise ValueError("`early_stopping` must be True, False or 'never'. Received: "
-                             f"early_stopping={early_stopping!r}.")
-        sampling = SamplingConfig(do_sample, temperature, top_k, top_p, repetition_penalty,
-                                  no_repeat_ngram_size, min_new_tokens)
-        if num_return_sequences > 1 and num_beams == 1:
-            ids = ids.repeat_interleave(num_return_sequences, 0)
-            mask = None if mask is None else mask.repeat_interleave(num_return_sequences, 0)
-        opts = GenerationOptions(max_new_tokens, sampling, eos, pad, num_beams, length_penalty,
-                                 early_stopping, num_return_sequences, tuple(stop_strings or ()),
-                                 tokenizer, seed, compile)
-        return ids, mask, opts
+        gen = merge(getattr(self, "generation_config", None), generation_config, kwargs)
+        ids, mask = prepare_inputs(self.config, gen, _numpy(input_ids), _numpy(attention_mask))
+        plan = resolve(self.config, gen, ids.shape[0], ids.shape[1], has_tokenizer=tokenizer is not None)
+        seed = plan.seed
+        if seed is None and plan.do_sample:
+            # torch's global generator, so `torch.manual_seed` makes unseeded runs repeatable
+            seed = int(torch.randint(0, 2 ** 63 - 1, ()))
+        device = self.device
+        stop = StopStrings.build(plan, tokenizer, device) if plan.stop_strings else None
+        return GenerationJob(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device),
+                             plan, seed, stop, compile)
+
+
+def _numpy(x: Any) -> Any:
+    """Tensors -> NumPy for the spec's input checks (one copy of the prompt)."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+
+
+def left_padding_lengths(mask: torch.Tensor) -> torch.Tensor:
+    """(N,) index of each row's first attended position (`gpt2_core.sampling`)."""
+    return (mask != 0).long().argmax(-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class StopStrings:
+    """`gpt2_core.generation.StopStringTables` on the device: two gathers a step."""
+
+    transitions: torch.Tensor  # (n_stop, M + 1, V) long: state after token t from state q
+    hits: torch.Tensor         # (n_stop, M + 1, V) bool: token t completes the stop string
+
+    @classmethod
+    def build(cls, plan: GenerationPlan, tokenizer: Any, device: torch.device) -> StopStrings:
+        tables = StopStringTables.build(plan.stop_strings, tokenizer, plan.vocab_size)
+        return cls(torch.from_numpy(tables.transitions).long().to(device),
+                   torch.from_numpy(tables.hits).to(device))
+
+    def step(self, state: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """state (N, n_stop), tokens (N,) -> new state (N, n_stop), hit (N,)."""
+        s = torch.arange(self.transitions.shape[0], device=state.device)[None, :]
+        t = tokens[:, None]
+        return self.transitions[s, state, t], self.hits[s, state, t].any(-1)
+
+    def initial_state(self, ids: torch.Tensor) -> torch.Tensor:
+        """(N, n_stop) states after each prompt row, left padding included (as transformers)."""
+        state = torch.zeros(ids.shape[0], self.transitions.shape[0], dtype=torch.long, device=ids.device)
+        for j in range(ids.shape[1]):
+            state, _ = self.step(state, ids[:, j])
+        return state
+
+
+class GumbelNoise:
+    """The step's Threefry Gumbel noise of `gpt2_core.threefry`, for rows (N, V)."""
+
+    def __init__(self, seed: int, rows: int, vocab_size: int, device: torch.device) -> None:
+        self.key, self.V = key_words(seed), vocab_size
+        self.row_base = torch.arange(rows, dtype=torch.int64, device=device)[:, None] * vocab_size
+        self._full: torch.Tensor | None = None
+
+    def full(self, step: int) -> torch.Tensor:
+        """(N, V) float32 noise of every token."""
+        if self._full is None:
+            self._full = threefry.counters(self.row_base.shape[0], self.V, self.row_base.device)
+        return threefry.gumbel_at(self.key, step, self._full)
+
+    def at(self, step: int, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, K) float32 noise of the tokens (N, K): the same bits as `full` there."""
+        return threefry.gumbel_at(self.key, step, (self.row_base + tokens) & MASK32)
+
+    def sample(self, scores: torch.Tensor, step: int, top_k: int) -> torch.Tensor:
+        """Gumbel-max: argmax(scores + noise) (N,), ties to the lower token id.
+
+        With top-k on (the default when sampling) only the k best tokens can win, so the noise
+        is drawn for those alone (Threefry over all V tokens costs more than a small model's
+        step); when boundary ties leave more than k finite scores, all V are drawn."""
+        if 0 < top_k < self.V:
+            values, idx = torch.topk(scores, top_k + 1, dim=-1)
+            if bool(torch.isneginf(values[:, top_k]).all()):
+                noisy = values[:, :top_k] + self.at(step, idx[:, :top_k])
+                best = noisy.amax(-1, keepdim=True)
+                return torch.where(noisy == best, idx[:, :top_k], self.V).amin(-1)
+        return (scores + self.full(step)).argmax(-1)
 
 
 # Compiled decoding rounds the static cache up to a multiple of this many slots, so prompts of
@@ -265,13 +318,13 @@ class _Decoder:
     step of every call in the bucket has the same shapes; the prompt is prefilled eagerly.
     """
 
-    def __init__(self, model, ids: torch.Tensor, mask: torch.Tensor | None, max_length: int,
+    def __init__(self, model, ids: torch.Tensor, mask: torch.Tensor, max_length: int,
                  compile: bool = False) -> None:
         B, T0 = ids.shape
         self.model, self.T0 = model, T0
         S = cache_bucket(max_length, model.config.n_positions) if compile else max_length
         self.cache = StaticCache(model.config, B, S, model.transformer.wte.weight.dtype, ids.device)
-        self.padded = mask is not None and not bool(mask.all())
+        self.padded = not bool(mask.all())
         self.full_mask = None
         if self.padded:
             self.full_mask = torch.ones(B, S, dtype=torch.long, device=ids.device)
@@ -282,7 +335,7 @@ class _Decoder:
         if compile:
             # True for the prompt's non-pad slots, then for each new token as it is written
             self.key_mask = torch.zeros(B, S, dtype=torch.bool, device=ids.device)  # (B, S)
-            self.key_mask[:, :T0] = True if mask is None else mask.bool()
+            self.key_mask[:, :T0] = mask.bool()
 
     def _run(self, tokens: torch.Tensor, positions: torch.Tensor, start: int) -> torch.Tensor:
         T = tokens.shape[1]
@@ -314,136 +367,209 @@ class _Decoder:
         return self._run(tokens[:, None], self.last_pos, self.cache.length)
 
 
-def decode_tokens(model, ids: torch.Tensor, mask: torch.Tensor | None,
-                  opts: GenerationOptions) -> Iterator[torch.Tensor]:
-    """Greedy or sampled decoding; yields each step's tokens (B,). Stops when every row hit an
-    eos id or a stop string, or after `max_new_tokens`."""
-    if opts.max_new_tokens == 0:
-        return
-    B, T0 = ids.shape
-    max_length = T0 + opts.max_new_tokens
-    dec = _Decoder(model, ids, mask, max_length, opts.compile)
-    seq = torch.empty(B, max_length, dtype=torch.long, device=ids.device)
-    seq[:, :T0] = ids
-    eos = torch.tensor(opts.eos_token_ids, dtype=torch.long, device=ids.device)
-    unfinished = torch.ones(B, dtype=torch.bool, device=ids.device)
-    gen = None
-    if opts.sampling.do_sample and opts.seed is not None:
-        gen = torch.Generator(device=ids.device).manual_seed(opts.seed)
+@dataclasses.dataclass
+class SampleState:
+    """The greedy/sampling loop's state (transformers' `_sample`)."""
+
+    seq: torch.Tensor                # (N, T0 + n) long: prompt, then each step's tokens
+    unfinished: torch.Tensor         # (N,) bool: rows still generating; the others get pad
+    stop_state: torch.Tensor | None  # (N, n_stop) long: stop-string automaton states
+
+
+def decode_tokens(model, job: GenerationJob) -> Iterator[DecodedStep]:
+    """Greedy or sampled decoding of the rows repeated `num_return_sequences` times; yields each
+    step. Stops when every row hit an eos id or a stop string, or after `max_new_tokens`."""
+    plan = job.plan
+    k = plan.num_return_sequences
+    ids, mask = job.ids.repeat_interleave(k, 0), job.mask.repeat_interleave(k, 0)
+    N, T0 = ids.shape
+    dev = ids.device
+    st = SampleState(torch.empty(N, plan.max_length, dtype=torch.long, device=dev),
+                     torch.ones(N, dtype=torch.bool, device=dev),
+                     None if job.stop is None else job.stop.initial_state(ids))
+    st.seq[:, :T0] = ids
+    padding = left_padding_lengths(mask)
+    eos = torch.tensor(plan.eos_token_ids, dtype=torch.long, device=dev)
+    fns = processors.active(plan)
+    noise = GumbelNoise(job.seed, N, plan.vocab_size, dev) if plan.do_sample else None
+    dec = _Decoder(model, ids, mask, plan.max_length, job.compile)
     logits = dec.prefill(ids)
-    for step in range(opts.max_new_tokens):
+    for step in range(plan.max_new_tokens):
         cur = T0 + step
-        scores = processors.process(logits, seq[:, :cur], opts.sampling, step, opts.eos_token_ids)
-        if opts.sampling.do_sample:
-            tokens = torch.multinomial(scores.softmax(-1), 1, generator=gen)[:, 0]
-        else:
-            tokens = scores.argmax(-1)
-        if opts.pad_token_id is not None:
-            tokens = torch.where(unfinished, tokens, opts.pad_token_id)
-        seq[:, cur] = tokens
-        yield tokens
-        if eos.numel():
-            unfinished &= ~torch.isin(tokens, eos)
-        if opts.stop_strings:
-            unfinished &= ~_hit_stop_strings(seq[:, T0:cur + 1], opts)
-        if step + 1 == opts.max_new_tokens or not bool(unfinished.any()):
+        scores = processors.apply(logits, ProcessorState(st.seq[:, :cur], padding, step,
+                                                         plan.eos_token_ids), plan, fns)
+        tokens = scores.argmax(-1) if noise is None else noise.sample(scores, step, plan.top_k)
+        tokens = torch.where(st.unfinished, tokens, plan.pad_token_id)
+        st.seq[:, cur] = tokens
+        yield DecodedStep(tokens, scores, logits)
+        st.unfinished &= ~torch.isin(tokens, eos)
+        if st.stop_state is not None:
+            st.stop_state, hit = job.stop.step(st.stop_state, tokens)
+            st.unfinished &= ~hit
+        if step + 1 == plan.max_new_tokens or not bool(st.unfinished.any()):
             return
         logits = dec.step(tokens)
 
 
-def _hit_stop_strings(new_tokens: torch.Tensor, opts: GenerationOptions) -> torch.Tensor:
-    hits = [any(s in opts.tokenizer.decode(row) for s in opts.stop_strings)
-            for row in new_tokens.tolist()]
-    return torch.tensor(hits, dtype=torch.bool, device=new_tokens.device)
+# ---- beam search and beam sampling ----------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class BeamState:
+    """transformers' `_beam_search` bookkeeping per prompt row b and beam j
+    (`gpt2_core.generation.BeamState`)."""
+
+    running: torch.Tensor          # (B, nb, T0 + n) long: live beams, filled with the output fill id
+    running_scores: torch.Tensor   # (B, nb) float: their summed log-probabilities
+    running_indices: torch.Tensor  # (B, nb, n) long: flat source beam of each step, -1 unused
+    sequences: torch.Tensor        # (B, nb, T0 + n) long: the best finished hypotheses
+    beam_scores: torch.Tensor      # (B, nb) float: their length-normalised scores, BEAM_NEG empty
+    beam_indices: torch.Tensor     # (B, nb, n) long
+    finished: torch.Tensor         # (B, nb) bool: slot holds a finished hypothesis
+    improvable: torch.Tensor       # (B, 1) bool: a running beam may still beat the worst finished
+    stop_state: torch.Tensor | None  # (B, nb, n_stop) stop-string automaton states
 
 
 def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """t (B, K, ...) rows idx (B, k) along dim 1."""
-    while idx.ndim < t.ndim:
-        idx = idx.unsqueeze(-1)
-    return torch.take_along_dim(t, idx, dim=1)
+    return torch.take_along_dim(t, idx.reshape(idx.shape + (1,) * (t.ndim - 2)), dim=1)
 
 
-def beam_search(model, ids: torch.Tensor, mask: torch.Tensor | None,
-                opts: GenerationOptions) -> torch.Tensor:
-    """transformers' `_beam_search` (v5), step for step, on the static cache."""
+def _top(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest along dim 1, largest first (torch.topk, as transformers)."""
+    return torch.topk(x, k, dim=1).indices
+
+
+def initial_beams(ids: torch.Tensor, plan: GenerationPlan, stop: StopStrings | None) -> BeamState:
     B, T0 = ids.shape
-    nb, V = opts.num_beams, model.config.vocab_size
-    dev = ids.device
-    ids = ids.repeat_interleave(nb, 0)
-    mask = None if mask is None else mask.repeat_interleave(nb, 0)
-    max_length = T0 + opts.max_new_tokens
-    lp, early = opts.length_penalty, opts.early_stopping
-    eos = torch.tensor(opts.eos_token_ids, dtype=torch.long, device=dev)
-    keep = max(2, 1 + len(opts.eos_token_ids)) * nb
-    top_nb = torch.arange(keep, device=dev) < nb
-    # transformers: `pad_token_id or eos_token_id[0] if eos_token_id is not None else -1`
-    fill = (opts.pad_token_id or opts.eos_token_ids[0]) if opts.eos_token_ids else -1
-    running = torch.full((B, nb, max_length), fill, dtype=torch.long, device=dev)
-    running[:, :, :T0] = ids.view(B, nb, T0)
-    sequences = running.clone()
-    running_scores = torch.zeros(B, nb, device=dev)
-    running_scores[:, 1:] = -1e9
-    beam_scores = torch.full((B, nb), -1e9, device=dev)
-    finished = torch.zeros(B, nb, dtype=torch.bool, device=dev)
-    improvable = torch.ones(B, 1, dtype=torch.bool, device=dev)
-    running_idx = torch.full((B, nb, max_length - T0), -1, dtype=torch.int32, device=dev)
-    beam_idx = running_idx.clone()
-    dec = _Decoder(model, ids, mask, max_length, opts.compile)
-    logits = dec.prefill(ids)
-    flat = ids
-    cur = T0
-    while True:
-        log_probs = processors.process(F.log_softmax(logits, -1), flat, opts.sampling, cur - T0,
-                                       opts.eos_token_ids)
-        log_probs = (log_probs.view(B, nb, V) + running_scores[:, :, None]).reshape(B, -1)
-        topk_lp, topk_i = torch.topk(log_probs, k=keep)
-        src_beam = topk_i // V
-        topk_idx = _gather(running_idx, src_beam)
-        topk_seq = _gather(running, src_beam)
-        topk_seq[:, :, cur] = topk_i % V
-        topk_idx[:, :, cur - T0] = (src_beam + torch.arange(B, device=dev)[:, None] * nb).int()
-        hits = torch.isin(topk_seq[:, :, cur], eos) | (cur + 1 >= max_length)  # (B, keep)
-        # e. the best unfinished continuations keep running
-        run_lp = topk_lp + hits.float() * -1.0e9
-        nxt = torch.topk(run_lp, k=nb)[1]
-        running, running_scores, running_idx = (_gather(topk_seq, nxt), _gather(run_lp, nxt),
-                                                _gather(topk_idx, nxt))
-        # f. finished candidates among the top nb enter the finished pool, length-normalised
-        just = hits & top_nb[None, :]
-        fin_lp = topk_lp / ((cur + 1 - T0) ** lp)
-        fin_lp = fin_lp + (finished.all(-1, keepdim=True) & (early is True)).float() * -1.0e9
-        fin_lp = fin_lp + (~improvable).float() * -1.0e9
-        fin_lp = fin_lp + (~just) * -1.0e9
-        best = torch.topk(torch.cat([beam_scores, fin_lp], 1), k=nb)[1]
-        sequences = _gather(torch.cat([sequences, topk_seq], 1), best)
-        beam_scores = _gather(torch.cat([beam_scores, fin_lp], 1), best)
-        beam_idx = _gather(torch.cat([beam_idx, topk_idx], 1), best)
-        finished = _gather(torch.cat([finished, just], 1), best)
-        dec.cache.reorder(running_idx[..., cur - T0].reshape(-1).long())
-        cur += 1
-        improvable = _early_stop_heuristic(improvable, running_scores, beam_scores, finished, cur,
-                                           max_length, T0, early, lp)
-        go_on = bool(improvable.any()) and not (bool(finished.all()) and early is True) \
-            and not bool(hits.all())
-        if not go_on:
-            break
-        flat = running[:, :, :cur].reshape(B * nb, cur)
-        logits = dec.step(flat[:, -1])
-    n = opts.num_return_sequences
-    sequences = sequences[:, :n].reshape(B * n, -1)
-    beam_idx = beam_idx[:, :n].reshape(B * n, -1)
-    generated = int((beam_idx + 1).bool().sum(1).max())
-    return sequences[:, :T0 + generated]
+    nb, n, dev = plan.num_beams, plan.max_new_tokens, ids.device
+    running = torch.full((B, nb, T0 + n), output_fill(plan), dtype=torch.long, device=dev)
+    running[:, :, :T0] = ids[:, None]
+    scores = torch.zeros(B, nb, device=dev)
+    scores[:, 1:] = BEAM_NEG
+    indices = torch.full((B, nb, n), -1, dtype=torch.long, device=dev)
+    stop_state = None if stop is None else stop.initial_state(ids)[:, None].repeat(1, nb, 1)
+    return BeamState(running, scores, indices, running.clone(), torch.full((B, nb), BEAM_NEG, device=dev),
+                     indices.clone(), torch.zeros(B, nb, dtype=torch.bool, device=dev),
+                     torch.ones(B, 1, dtype=torch.bool, device=dev), stop_state)
 
 
-def _early_stop_heuristic(improvable, running_scores, beam_scores, finished, cur, max_length, T0,
-                          early, lp) -> torch.Tensor:
-    """Can a running beam still beat the worst finished one? (transformers' heuristic)"""
-    if early == "never" and lp > 0.0:
-        best_len = max_length - T0
+def top_continuations(acc: torch.Tensor, plan: GenerationPlan, noise: GumbelNoise | None,
+                      step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, nb * V) accumulated log-probs -> the `beams_to_keep` candidates (B, K): flat indices
+    and scores, best first. Beam sampling draws them without replacement by Gumbel-top-k."""
+    K = plan.beams_to_keep
+    if noise is None:
+        scores, idx = torch.topk(acc, K, dim=1)
+        return idx, scores
+    idx = _top(acc + noise.full(step).reshape(acc.shape), K)
+    picked = acc.gather(1, idx)
+    picked, order = torch.sort(picked, dim=1, descending=True, stable=True)
+    return idx.gather(1, order), picked
+
+
+def beam_step(st: BeamState, logp: torch.Tensor, plan: GenerationPlan, noise: GumbelNoise | None,
+              step: int, stop: StopStrings | None) -> tuple[BeamState, torch.Tensor]:
+    """One step of transformers' `_beam_search` on processed log-probs (B * nb, V)
+    (`gpt2_core.generation.beam_step`). Returns the new state and the candidates' stop flags
+    (B, K)."""
+    B, nb = st.running_scores.shape
+    V, T0, dev = plan.vocab_size, plan.prompt_length, logp.device
+    cur = T0 + step
+    acc = (logp.view(B, nb, V) + st.running_scores[:, :, None]).reshape(B, nb * V)
+    idx, top_lp = top_continuations(acc, plan, noise, step)
+    src, tokens = idx // V, idx % V                                    # (B, K)
+    top_seq = _gather(st.running, src)
+    top_seq[:, :, cur] = tokens
+    top_idx = _gather(st.running_indices, src)
+    top_idx[:, :, step] = src + torch.arange(B, device=dev)[:, None] * nb
+    eos = torch.tensor(plan.eos_token_ids, dtype=torch.long, device=dev)
+    hits = torch.isin(tokens, eos) | (cur + 1 >= plan.max_length)
+    stop_state = None
+    if stop is not None:
+        K = src.shape[1]
+        flat, hit = stop.step(_gather(st.stop_state, src).reshape(B * K, -1), tokens.reshape(-1))
+        stop_state, hits = flat.view(B, K, -1), hits | hit.view(B, K)
+    # the best candidates that did not stop keep running
+    run_lp = top_lp + hits * BEAM_NEG
+    nxt = _top(run_lp, nb)
+    # the stopped ones among the best nb enter the finished pool, length-normalised
+    just = hits & (torch.arange(hits.shape[1], device=dev) < nb)[None, :]
+    fin_lp = top_lp / float(cur + 1 - T0) ** plan.length_penalty
+    fin_lp = fin_lp + (st.finished.all(-1, keepdim=True) & (plan.early_stopping is True)) * BEAM_NEG
+    fin_lp = fin_lp + (~st.improvable) * BEAM_NEG
+    fin_lp = fin_lp + (~just) * BEAM_NEG
+    merged = torch.cat([st.beam_scores, fin_lp], 1)
+    best = _top(merged, nb)
+    new = BeamState(
+        running=_gather(top_seq, nxt), running_scores=_gather(run_lp, nxt),
+        running_indices=_gather(top_idx, nxt),
+        sequences=_gather(torch.cat([st.sequences, top_seq], 1), best),
+        beam_scores=_gather(merged, best),
+        beam_indices=_gather(torch.cat([st.beam_indices, top_idx], 1), best),
+        finished=_gather(torch.cat([st.finished, just], 1), best),
+        improvable=st.improvable,
+        stop_state=None if stop_state is None else _gather(stop_state, nxt))
+    return dataclasses.replace(new, improvable=early_stop_heuristic(new, cur + 1, plan)), hits
+
+
+def early_stop_heuristic(st: BeamState, cur: int, plan: GenerationPlan) -> torch.Tensor:
+    """Can the best running beam still beat the worst finished one? (transformers' heuristic)"""
+    if plan.early_stopping == "never" and plan.length_penalty > 0.0:
+        best_len = plan.max_new_tokens
     else:
-        best_len = cur - T0
-    best_running = running_scores[:, :1] / (best_len ** lp)
-    worst_finished = torch.where(finished, beam_scores.min(1, keepdim=True)[0], -1.0e9)
-    return improvable & (best_running > worst_finished).any(-1, keepdim=True)
+        best_len = cur - plan.prompt_length
+    best_running = st.running_scores[:, :1] / float(best_len) ** plan.length_penalty
+    worst_finished = torch.where(st.finished, st.beam_scores.amin(1, keepdim=True), BEAM_NEG)
+    return st.improvable & (best_running > worst_finished).any(-1, keepdim=True)
+
+
+def beams_continue(st: BeamState, hits: torch.Tensor, plan: GenerationPlan) -> bool:
+    """transformers' `_beam_search_has_unfinished_sequences`."""
+    return bool(st.improvable.any()) and not (bool(st.finished.all()) and plan.early_stopping is True) \
+        and not bool(hits.all())
+
+
+def beam_search(model, job: GenerationJob) -> Any:
+    """transformers' `_beam_search` (v5), step for step, on the static cache; with `do_sample`,
+    beam sampling."""
+    plan = job.plan
+    B, T0 = job.ids.shape
+    nb = plan.num_beams
+    flat, flat_mask = job.ids.repeat_interleave(nb, 0), job.mask.repeat_interleave(nb, 0)
+    padding = left_padding_lengths(flat_mask)
+    st = initial_beams(job.ids, plan, job.stop)
+    fns = processors.active(plan)
+    noise = GumbelNoise(job.seed, B * nb, plan.vocab_size, flat.device) if plan.do_sample else None
+    dec = _Decoder(model, flat, flat_mask, plan.max_length, job.compile)
+    logits = dec.prefill(flat)
+    scores, raw = [], []
+    step = 0
+    while True:
+        logp = processors.apply(F.log_softmax(logits, -1),
+                                ProcessorState(flat, padding, step, plan.eos_token_ids), plan, fns)
+        scores.append(logp)
+        raw.append(logits)
+        st, hits = beam_step(st, logp, plan, noise, step, job.stop)
+        dec.cache.reorder(st.running_indices[:, :, step].reshape(-1))
+        step += 1
+        if not beams_continue(st, hits, plan):
+            break
+        flat = st.running[:, :, :T0 + step].reshape(B * nb, T0 + step)
+        logits = dec.step(flat[:, -1])
+    return beam_outputs(st, plan, tuple(scores), tuple(raw))
+
+
+def beam_outputs(st: BeamState, plan: GenerationPlan, scores: tuple, logits: tuple) -> Any:
+    """The best `num_return_sequences` hypotheses of each row, cropped to the longest one."""
+    k, T0 = plan.num_return_sequences, plan.prompt_length
+    B = st.sequences.shape[0]
+    sequences = st.sequences[:, :k].reshape(B * k, -1)
+    indices = st.beam_indices[:, :k].reshape(B * k, -1)
+    generated = int((indices + 1).bool().sum(1).max())
+    sequences, indices = sequences[:, :T0 + generated], indices[:, :generated]
+    if not plan.return_dict_in_generate:
+        return sequences
+    return GenerateBeamDecoderOnlyOutput(
+        sequences=sequences,
+        sequences_scores=st.beam_scores[:, :k].reshape(-1) if plan.output_scores else None,
+        scores=scores if plan.output_scores else None,
+        logits=logits if plan.output_logits else None, beam_indices=indices)

@@ -17,6 +17,7 @@ from torch import nn
 
 import gpt2_core
 from gpt2_core import GPT2Config, layout
+from gpt2_core.generation_config import GenerationConfig
 from gpt2_core.safetensors_io import release_pages
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class GPT2PreTrainedModel(nn.Module):
             raise TypeError(f"`config` must be a gpt2_core.GPT2Config. Received: "
                             f"{type(config).__name__}.")
         self.config = config
+        self.generation_config = GenerationConfig.from_model_config(config)  # `generate`'s defaults
 
     @property
     def device(self) -> torch.device:

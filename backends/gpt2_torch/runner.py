@@ -20,11 +20,12 @@ def load(path: str, dtype: str | None) -> GPT2LMHeadModel:
 def generate(model: GPT2LMHeadModel, prompt_ids: list[int], options) -> Iterator[list[int]]:
     ids = torch.tensor([prompt_ids])
     common = dict(max_new_tokens=options.max_new_tokens, do_sample=options.do_sample,
-                  temperature=options.temperature,
-                  top_k=options.top_k if options.do_sample else None,
-                  top_p=options.top_p if options.do_sample else None,
-                  repetition_penalty=options.repetition_penalty,
-                  eos_token_id=list(options.eos_token_ids), seed=options.seed)
+                  eos_token_id=list(options.eos_token_ids) or None, seed=options.seed)
+    if options.do_sample:  # None means "off" here; the spec's off values are 0 and 1.0
+        common.update(temperature=options.temperature, top_k=options.top_k or 0,
+                      top_p=1.0 if options.top_p is None else options.top_p)
+    if options.repetition_penalty is not None:
+        common["repetition_penalty"] = options.repetition_penalty
     if options.num_beams > 1:
         out = model.generate(ids, num_beams=options.num_beams, **common)[0, len(prompt_ids):]
         yield until_eos(out.tolist(), options.eos_token_ids)

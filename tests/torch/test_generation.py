@@ -1,5 +1,6 @@
-"""generate against transformers (token-identical greedy and beam), processors against
-gpt2_core.sampling, sampling reproducibility, stop strings, streaming, compiled decode step."""
+"""generate against transformers (token-identical greedy and beam), the call surface (kwargs,
+generation_config, errors), sampling reproducibility, streaming, and the compiled decode step.
+The comparisons with the NumPy reference are in test_generation_spec.py."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ import pytest
 import torch
 from torch_testutils import CONFIGS, hf_model, random_ids, write_checkpoint
 
-from gpt2_core import sampling
-from gpt2_core.sampling import SamplingConfig
-from gpt2_torch import GPT2LMHeadModel, StaticCache, processors
+from gpt2_core.generation_config import GenerationConfig
+from gpt2_torch import GenerateDecoderOnlyOutput, GPT2LMHeadModel, StaticCache
 
 CFG = CONFIGS["default"]
 
@@ -58,7 +58,7 @@ def test_eos_list_and_pad_filling(models):
     ours, hf = models
     ids = random_ids(CFG, (4, 3), seed=9)
     # pick eos ids the model actually emits so rows finish at different steps
-    free = ours.generate(ids, max_new_tokens=6, eos_token_id=[], pad_token_id=0)
+    free = ours.generate(ids, max_new_tokens=6, min_new_tokens=6, pad_token_id=0)
     eos = sorted({int(free[0, 4]), int(free[1, 5])})
     got = ours.generate(ids, max_new_tokens=6, eos_token_id=eos, pad_token_id=7)
     want = _hf_generate(hf, ids, max_new_tokens=6, eos_token_id=eos, pad_token_id=7)
@@ -82,7 +82,7 @@ def test_beam_search_identical_to_transformers(models, kw):
     ids[1, :2] = 0
     # eos ids the greedy path emits early, so beams finish and early stopping matters
     eos = [int(t) for t in ours.generate(ids, attention_mask=mask, max_new_tokens=3,
-                                         eos_token_id=[])[:, -2:].flatten()[:2]]
+                                         min_new_tokens=3)[:, -2:].flatten()[:2]]
     want = _hf_generate(hf, ids, mask, max_new_tokens=12, eos_token_id=eos, **kw)
     got = ours.generate(ids, attention_mask=mask, max_new_tokens=12, eos_token_id=eos,
                         pad_token_id=0, **kw)
@@ -98,35 +98,54 @@ def test_greedy_processors_identical_to_transformers(models):
     assert torch.equal(got, want)
 
 
-@pytest.mark.parametrize("cfg", [
-    SamplingConfig(repetition_penalty=1.7),
-    SamplingConfig(no_repeat_ngram_size=2),
-    SamplingConfig(min_new_tokens=3),
-    SamplingConfig(do_sample=True, temperature=0.7, top_k=5),
-    SamplingConfig(do_sample=True, top_p=0.6),
-    SamplingConfig(do_sample=True, temperature=1.3, top_k=20, top_p=0.9, repetition_penalty=0.8),
-])
-def test_processors_match_spec(cfg):
-    rng = np.random.default_rng(0)
-    scores = rng.normal(0, 3, (3, 40)).astype(np.float32)
-    ids = rng.integers(0, 40, (3, 9))
-    ids[:, -2:] = ids[:, 2:4]  # a repeated bigram for no_repeat_ngram
-    want = sampling.process(scores, ids, cfg, new_tokens=1, eos_token_ids=(2, 5))
-    got = processors.process(torch.from_numpy(scores), torch.from_numpy(ids), cfg, 1, (2, 5))
-    np.testing.assert_array_equal(np.isinf(got.numpy()), np.isinf(want))
-    # same float32 ops on finite scores; exp/cumsum order differs only inside top_p's filter
-    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
-
-
 def test_sampling_is_reproducible_with_seed(models):
     ours, _ = models
     ids = random_ids(CFG, (2, 4))
-    a = ours.generate(ids, do_sample=True, top_k=10, max_new_tokens=10, seed=123, eos_token_id=[])
-    b = ours.generate(ids, do_sample=True, top_k=10, max_new_tokens=10, seed=123, eos_token_id=[])
-    c = ours.generate(ids, do_sample=True, top_k=10, max_new_tokens=10, seed=124, eos_token_id=[])
+    a = ours.generate(ids, do_sample=True, top_k=10, max_new_tokens=10, seed=123, min_new_tokens=10)
+    b = ours.generate(ids, do_sample=True, top_k=10, max_new_tokens=10, seed=123, min_new_tokens=10)
+    c = ours.generate(ids, do_sample=True, top_k=10, max_new_tokens=10, seed=124, min_new_tokens=10)
     assert torch.equal(a, b) and not torch.equal(a, c)
     r = ours.generate(ids, do_sample=True, max_new_tokens=4, seed=1, num_return_sequences=3)
     assert r.shape[0] == 6
+
+
+def test_seed_example_and_generation_config(models, tmp_path):
+    ours, hf = models
+    ids = random_ids(CFG, (1, 5), seed=4)
+    # the seed's example (max_length counts the prompt; CFG has n_positions=32)
+    out = ours.generate(ids, do_sample=True, temperature=0.9, max_length=20)
+    assert out.shape[0] == 1 and 5 < out.shape[1] <= 20
+    assert ours.generation_config.eos_token_id == CFG.eos_token_id
+    assert GPT2LMHeadModel(CFG).generation_config == GenerationConfig.from_model_config(CFG)
+    ours.generation_config.max_new_tokens = 3
+    try:
+        assert ours.generate(ids, min_new_tokens=3).shape == (1, 8)
+        # a transformers GenerationConfig is accepted (any object with to_dict())
+        import transformers
+
+        given = transformers.GenerationConfig(max_new_tokens=4, min_new_tokens=4)
+        assert ours.generate(ids, generation_config=given).shape == (1, 9)
+    finally:
+        ours.generation_config.max_new_tokens = None
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_tokens'"):
+        ours.generate(ids, max_tokens=3)
+    with pytest.raises(ValueError, match="`max_new_tokens` must be a positive integer"):
+        ours.generate(ids, max_new_tokens=0)
+
+
+def test_return_dict_in_generate(models):
+    ours, _ = models
+    ids = random_ids(CFG, (2, 4), seed=3)
+    out = ours.generate(ids, max_new_tokens=5, min_new_tokens=5, return_dict_in_generate=True,
+                        output_scores=True)
+    assert isinstance(out, GenerateDecoderOnlyOutput)
+    assert out.logits is None and len(out.scores) == 5 and out.scores[0].shape == (2, CFG.vocab_size)
+    assert torch.equal(out.sequences, ours.generate(ids, max_new_tokens=5, min_new_tokens=5))
+    assert torch.equal(out[0], out.sequences) and out.keys() == ["sequences", "scores"]
+    beams = ours.generate(ids, max_new_tokens=5, num_beams=2, return_dict_in_generate=True,
+                          output_scores=True)
+    assert type(beams).__name__ == "GenerateBeamDecoderOnlyOutput"
+    assert beams.sequences_scores.shape == (2,) and beams.beam_indices.shape[0] == 2
 
 
 class CharTokenizer:
@@ -137,14 +156,14 @@ class CharTokenizer:
 def test_stop_strings_and_streaming(models):
     ours, _ = models
     ids = random_ids(CFG, (1, 4), seed=8)
-    full = ours.generate(ids, max_new_tokens=10, eos_token_id=[])
+    full = ours.generate(ids, max_new_tokens=10, min_new_tokens=10)
     text = CharTokenizer().decode(full[0, 4:].tolist())
     stop = text[3:5]
-    got = ours.generate(ids, max_new_tokens=10, eos_token_id=[], stop_strings=stop,
+    got = ours.generate(ids, max_new_tokens=10, min_new_tokens=10, stop_strings=stop,
                         tokenizer=CharTokenizer())
     first = text.index(stop) + len(stop)
     assert torch.equal(got, full[:, :4 + first])
-    steps = list(ours.stream_generate(ids, max_new_tokens=10, eos_token_id=[],
+    steps = list(ours.stream_generate(ids, max_new_tokens=10, min_new_tokens=10,
                                       tokenizer=CharTokenizer()))
     assert torch.equal(torch.stack([s.token_ids for s in steps], 1), full[:, 4:])
     assert "".join(s.text[0] for s in steps) == text
@@ -160,7 +179,7 @@ def test_stop_strings_and_streaming(models):
             self.ended = True
 
     s = Collect()
-    ours.generate(ids, max_new_tokens=10, eos_token_id=[], streamer=s)
+    ours.generate(ids, max_new_tokens=10, min_new_tokens=10, streamer=s)
     assert s.ended and torch.equal(torch.cat([s.chunks[0][0]] + s.chunks[1:]), full[0])
 
 
@@ -209,7 +228,7 @@ def _unique_graphs() -> int:
 
 def test_compiled_generate_identical_to_eager_and_reused(tiny):
     model, ids, mask = tiny
-    kw = dict(max_new_tokens=12, eos_token_id=[], pad_token_id=0)
+    kw = dict(max_new_tokens=12, min_new_tokens=12, pad_token_id=0)
     want = model.generate(ids, attention_mask=mask, **kw)
     got = model.generate(ids, attention_mask=mask, compile=True, **kw)
     assert torch.equal(got, want)
@@ -230,12 +249,17 @@ def test_compiled_beam_search_identical_to_eager(tiny):
     model, ids, mask = tiny
     # eos ids the greedy path emits early, so beams finish and the finished pool matters
     eos = [int(t) for t in model.generate(ids, attention_mask=mask, max_new_tokens=3,
-                                          eos_token_id=[])[:, -2:].flatten()[:2]]
+                                          min_new_tokens=3)[:, -2:].flatten()[:2]]
     kw = dict(max_new_tokens=10, eos_token_id=eos, pad_token_id=0, num_beams=3,
               num_return_sequences=2, length_penalty=0.7)
     want = model.generate(ids, attention_mask=mask, **kw)
     got = model.generate(ids, attention_mask=mask, compile=True, **kw)
     assert torch.equal(got, want)
+    # beam sampling and stop strings under compile: the same tokens
+    sampled = dict(kw, do_sample=True, seed=3, top_k=8, num_return_sequences=1, stop_strings="ab",
+                   tokenizer=CharTokenizer())
+    assert torch.equal(model.generate(ids, attention_mask=mask, compile=True, **sampled),
+                       model.generate(ids, attention_mask=mask, **sampled))
 
 
 def test_cache_bucket_rounds_up_and_caps():
