@@ -1,9 +1,12 @@
 """gpt2_keras: GPT-2 in Keras 3 (TensorFlow, JAX or PyTorch backend), exact to `gpt2_core`.
 
 `from gpt2_keras import GPT2LMHeadModel`; `GPT2LMHeadModel.from_pretrained(path)`;
-`model(input_ids=ids, attention_mask=mask, labels=labels)`; `model.generate(ids, max_new_tokens=n)`.
+`model(input_ids=ids, attention_mask=mask, labels=labels)`; `model.generate(ids, max_new_tokens=n)`
+(`GenerationConfig` fields as keywords, or `model.generation_config`).
 """
 
+from gpt2_core.generation_config import GenerationConfig
+from gpt2_core.outputs import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
 from gpt2_keras.causal_lm import GPT2CausalLM, GPT2CausalLMPreprocessor, Perplexity
 from gpt2_keras.modeling import (
     GPT2DoubleHeadsModel,
@@ -25,7 +28,8 @@ from gpt2_keras.outputs import (
 from gpt2_keras.tokenizer_layer import GPT2TokenizerLayer
 
 __all__ = [
-    "BaseModelOutput", "CausalLMOutput", "GPT2CausalLM", "GPT2CausalLMPreprocessor",
+    "BaseModelOutput", "CausalLMOutput", "GenerateBeamDecoderOnlyOutput",
+    "GenerateDecoderOnlyOutput", "GenerationConfig", "GPT2CausalLM", "GPT2CausalLMPreprocessor",
     "GPT2TokenizerLayer", "Perplexity", "DoubleHeadsOutput", "GPT2DoubleHeadsModel",
     "GPT2ForQuestionAnswering", "GPT2ForSequenceClassification", "GPT2ForTokenClassification",
     "GPT2LMHeadModel", "GPT2Model", "GPT2PreTrainedModel", "ModelOutput",

@@ -15,23 +15,22 @@ import os
 
 import tensorflow as tf
 
-from gpt2_core.sampling import SamplingConfig
-from gpt2_keras import beam_search, generation
+from gpt2_core.generation_config import GenerationPlan, merge, resolve
+from gpt2_keras import beam_search, generation, threefry
 from gpt2_keras.modeling import GPT2LMHeadModel
 from gpt2_keras.tokenizer_layer import GPT2TokenizerLayer
 
 
 class _TextGenerator(tf.Module):
     def __init__(self, model: GPT2LMHeadModel, tokenizer: GPT2TokenizerLayer,
-                 max_prompt_length: int, max_new_tokens: int,
-                 spec: generation.DecodeSpec | beam_search.BeamSpec, seed: int):
+                 max_prompt_length: int, max_new_tokens: int, plan: GenerationPlan, seed: int):
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
-        self.P, self.N, self.spec, self.seed = max_prompt_length, max_new_tokens, spec, seed
+        self.P, self.N, self.plan = max_prompt_length, max_new_tokens, generation.trace_plan(plan)
+        self.seed = seed
         self.S = generation._round_up(self.P + self.N, generation.LENGTH_BUCKET)
-        loop = (beam_search.beam_loop if isinstance(spec, beam_search.BeamSpec)
-                else generation.decode_loop)
-        self._loop = tf.function(lambda *a: loop(model, spec, *a), jit_compile=generation.JIT_COMPILE)
+        loop = beam_search.beam_loop if plan.num_beams > 1 else generation.decode_loop
+        self._loop = tf.function(lambda *a: loop(model, self.plan, *a), jit_compile=generation.JIT_COMPILE)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompts")])
     def serve(self, prompts):
@@ -39,12 +38,12 @@ class _TextGenerator(tf.Module):
         lengths = ids.row_lengths()
         B = tf.shape(prompts)[0]
         # left padding: reverse, pad on the right, reverse back
-        rev = tf.reverse(ids, axis=[1]).to_tensor(self.spec.pad, shape=[None, self.P])
+        rev = tf.reverse(ids, axis=[1]).to_tensor(max(self.plan.pad_token_id, 0), shape=[None, self.P])
         prompt = tf.reverse(rev, axis=[1])
         real = tf.range(self.P)[None, :] >= self.P - tf.cast(lengths, tf.int32)[:, None]
         mask = tf.concat([tf.cast(real, tf.int32), tf.zeros([B, self.S - self.P], tf.int32)], 1)
         new, length = self._generate(prompt, mask)  # (B, n), (B,)
-        is_eos = tf.reduce_any(new[:, :, None] == tf.constant(self.spec.eos or (-1,), tf.int32), -1)
+        is_eos = tf.reduce_any(new[:, :, None] == tf.constant(self.plan.eos_token_ids or (-1,), tf.int32), -1)
         keep = tf.logical_and(tf.math.cumsum(tf.cast(is_eos, tf.int32), axis=1) == 0,
                               tf.range(tf.shape(new)[1])[None, :] < length[:, None])
         return {"text": self.tokenizer.detokenize(new, attention_mask=tf.cast(keep, tf.int32)),
@@ -52,16 +51,17 @@ class _TextGenerator(tf.Module):
 
     def _generate(self, prompt, mask):
         """(B, P) prompt, (B, S) mask -> new ids (B, n) and each row's generated length (B,)."""
-        start = tf.constant(0, tf.int32)
-        if isinstance(self.spec, beam_search.BeamSpec):
-            nb = self.spec.num_beams
-            sequences, lengths = self._loop(tf.repeat(prompt, nb, axis=0), tf.repeat(mask, nb, axis=0),
-                                            start, tf.constant(self.N, tf.int32))
-            best = lengths[:, 0]  # the best hypothesis comes first
-            return sequences[:, 0, self.P:self.P + tf.reduce_max(best)], best
-        tokens, cur = self._loop(prompt, mask, start, tf.constant(self.P + self.N, tf.int32),
-                                 tf.constant(self.seed, tf.int32))
-        return tokens[:, self.P:cur], tf.fill([tf.shape(prompt)[0]], cur - self.P)
+        args = generation.LoopArgs(tf.constant(0, tf.int32), threefry.key_tensor(self.seed), None, None)
+        if self.plan.num_beams > 1:
+            nb = self.plan.num_beams
+            rows = tf.shape(prompt)[0] * nb
+            st = self._loop(tf.repeat(prompt, nb, axis=0), tf.repeat(mask, nb, axis=0),
+                            tf.constant(self.N, tf.int32), args, tf.zeros([rows, 0], tf.int32))
+            best = st.beams.lengths[:, 0]  # the best hypothesis comes first
+            return st.beams.sequences[:, 0, self.P:self.P + tf.reduce_max(best)], best
+        st = self._loop(prompt, mask, tf.constant(self.P + self.N, tf.int32), args,
+                        tf.zeros([tf.shape(prompt)[0], 0], tf.int32))
+        return st.tokens[:, self.P:st.cur], tf.fill([tf.shape(prompt)[0]], st.cur - self.P)
 
 
 def export_text_generator(model: GPT2LMHeadModel, path: str | os.PathLike[str], *,
@@ -81,17 +81,17 @@ def export_text_generator(model: GPT2LMHeadModel, path: str | os.PathLike[str], 
     if max_prompt_length + max_new_tokens > model.config.n_positions:
         raise ValueError(f"max_prompt_length {max_prompt_length} + max_new_tokens {max_new_tokens} "
                          f"exceeds the model's `n_positions`={model.config.n_positions}.")
-    eos = model.config.eos_token_ids
-    pad = model.config.pad_token_id if model.config.pad_token_id is not None else (eos[0] if eos else 0)
-    if not isinstance(num_beams, int) or num_beams < 1 or (num_beams > 1 and do_sample):
+    if num_beams > 1 and do_sample:
         raise ValueError("`num_beams` must be a positive integer, and 1 when `do_sample=True` (beam "
                          f"sampling is not offered). Received: num_beams={num_beams!r}, "
                          f"do_sample={do_sample}.")
-    cfg = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
-    spec = (generation.DecodeSpec(cfg, eos, pad) if num_beams == 1 else
-            beam_search.BeamSpec(cfg, eos, pad, num_beams, float(length_penalty), early_stopping))
+    gen = merge(model.generation_config, None, dict(
+        max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+        top_k=top_k or 0, top_p=top_p, num_beams=num_beams, length_penalty=length_penalty,
+        early_stopping=early_stopping))
+    plan = resolve(model.config, gen, 1, max_prompt_length)
     module = _TextGenerator(model, tokenizer or GPT2TokenizerLayer(), max_prompt_length,
-                            max_new_tokens, spec, seed)
+                            max_new_tokens, plan, seed)
     if not hasattr(model, "_generate_traces"):
         model._generate_traces = 0
     tf.saved_model.save(module, os.fspath(path), signatures={"serving_default": module.serve})

@@ -1,31 +1,42 @@
-"""`generate`: greedy, sampling and beam search on a preallocated KV cache.
+"""`generate`: `gpt2_core.generation`'s spec on a preallocated KV cache, in `keras.ops`.
+
+The rules (validation, defaults, processor order, finished-row fill, beam bookkeeping, output
+fields) come from `gpt2_core`: `merge`/`resolve` give a `GenerationPlan`, the processors follow
+`gpt2_core.sampling.PROCESSORS`, the noise is `gpt2_core.threefry` (`gpt2_keras.threefry`), stop
+strings run as `StopStringTables` automata. This module is the tensor math of one step and its
+loop.
 
 Greedy and sampling run the whole decode loop in one compiled program, a `keras.ops.while_loop`
 per cache segment (`segment_ends`: the cache grows by doubling, so attention reads the filled
 part rather than the whole buffer); on TensorFlow it is traced once per shape bucket into a
-`tf.function(jit_compile=True)` (XLA). Shape bucketing:
-the prompt is left-padded (mask 0) to a multiple of `PROMPT_BUCKET` and the buffer length
-rounded up to a multiple of `LENGTH_BUCKET`, so a new prompt length reuses the compiled
-function. The padding changes nothing: positions come from the mask and masked keys get exactly
-zero weight. Beam search is compiled whole in the same way (`gpt2_keras.beam_search`). With a
-`streamer`, greedy and sampling run the loop on the host around the same compiled prefill and
-step (`stream`), since a compiled loop cannot call back into Python.
+`tf.function(jit_compile=True)` (XLA), on JAX into one `jax.jit`; on PyTorch the same ops run
+eagerly. Shape bucketing: the prompt is left-padded (mask 0) to a multiple of `PROMPT_BUCKET`
+and the buffer length rounded up to a multiple of `LENGTH_BUCKET`, so a new prompt length
+reuses the compiled function (`trace_plan` drops the per-call numbers from the trace key; the
+seed, the stop-string tables and the step limit are tensor arguments). The padding changes
+nothing: positions come from the mask and masked keys get exactly zero weight. Beam search is
+compiled whole in the same way (`gpt2_keras.beam_search`). With a `streamer`, greedy and
+sampling run the loop on the host around the same compiled prefill and step (`stream`), since
+a compiled loop cannot call back into Python.
 
-Dimensions: B batch, P prompt, P_b bucketed prompt, S buffer, V vocab, nb beams.
+Dimensions: B prompt rows, N = B * k expanded rows, P prompt, P_b bucketed prompt, S buffer,
+V vocab, n_stop stop strings.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
 from keras import ops
 
-from gpt2_core.sampling import SamplingConfig
-from gpt2_keras import beam_search as beams
-from gpt2_keras import processors
+from gpt2_core.generation import StopStringTables, prepare_inputs
+from gpt2_core.generation_config import GenerationConfig, GenerationPlan, merge, resolve
+from gpt2_core.outputs import GenerateDecoderOnlyOutput
+from gpt2_keras import processors, threefry
 from gpt2_keras.transformer import empty_cache
 
 PROMPT_BUCKET = 32
@@ -35,44 +46,59 @@ JIT_COMPILE = True
 tiny-model tests use it, the TensorFlow-only tests cover XLA)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class DecodeSpec:
-    """Everything that changes the traced graph (one compiled function per distinct spec)."""
-
-    cfg: SamplingConfig
-    eos: tuple[int, ...]
-    pad: int
-
-
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def _uniform(shape, seed, step):
-    """Stateless U(tiny, 1) noise keyed by (seed, step) with each backend's counter-based RNG."""
-    tiny = float(np.finfo(np.float32).tiny)
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.random.stateless_uniform(shape, seed=tf.stack([seed, step]), minval=tiny, maxval=1.0)
-    if backend == "jax":
-        import jax
-
-        key = jax.random.fold_in(jax.random.PRNGKey(seed), step)
-        return jax.random.uniform(key, shape, minval=tiny, maxval=1.0)
-    import torch
-
-    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
-    return torch.rand(tuple(shape), generator=g).clamp_min(tiny).to(keras.ops.convert_to_tensor(0.0).device)
+def trace_plan(plan: GenerationPlan) -> GenerationPlan:
+    """The plan as a compiled loop sees it: the per-call numbers (batch, prompt length, step
+    limit, seed) zeroed, so they do not retrace, and `min_length` counted in new tokens (the
+    plan of an empty prompt), which is the same for every prompt when `min_new_tokens` is set."""
+    return dataclasses.replace(plan, batch_size=0, prompt_length=0, max_new_tokens=0, seed=None,
+                               min_length=max(plan.min_length - plan.prompt_length, 0))
 
 
-def choose(scores, do_sample: bool, seed, step):
-    """Greedy argmax, or a categorical draw via the Gumbel-max trick (exact sampling from
-    softmax(scores); -inf scores are never drawn). Shapes: (B, V) -> (B,) int32."""
-    if do_sample:
-        scores = scores - ops.log(-ops.log(_uniform(ops.shape(scores), seed, step)))
+class DecodeState(NamedTuple):
+    """The greedy/sampling loop's state (transformers' `_sample`)."""
+
+    cur: Any      # () int32: columns of `tokens` filled (bucketed prompt + new tokens)
+    tokens: Any   # (N, S) int32: bucket padding, the prompt, the new tokens
+    mask: Any     # (N, S) int32: attention mask over the buffer
+    cache: Any    # per layer (key, value), each (N, nh, S_c, hs), S_c the segment's length
+    logits: Any   # (N, V) float32: the next token's logits
+    done: Any     # (N,) bool: rows that produced eos or completed a stop string
+    seen: Any     # (N, V) bool: what the repetition penalty reads (`processors.ProcessorInputs`)
+    stop: Any     # (N, n_stop) int32: stop-string automaton states
+    scores: Any   # (S - P_b, N, V) float32: processed scores per step ((0,) unless output_scores)
+    raw: Any      # (S - P_b, N, V) float32: logits per step ((0,) unless output_logits)
+
+
+class LoopArgs(NamedTuple):
+    """The loop's per-call tensors (arguments of the compiled function, not constants)."""
+
+    start: Any        # () int32: first prompt column (bucket padding before it)
+    key: Any          # (2,) threefry key words of the seed
+    transitions: Any  # (n_stop, M + 1, V) int32 stop-string automata, or None
+    hits: Any         # (n_stop, M + 1, V) bool, or None
+
+
+def choose(scores, plan: GenerationPlan, key, step):
+    """(N, V) processed scores -> (N,) int32: argmax, or Gumbel-max with the step's threefry
+    noise (the spec's `choose`)."""
+    if plan.do_sample:
+        N, V = ops.shape(scores)[0], ops.shape(scores)[1]
+        scores = scores + threefry.gumbel(key, step, N, V)
     return ops.cast(ops.argmax(scores, axis=-1), "int32")
+
+
+def stop_step(args: LoopArgs, state, tokens):
+    """`StopStringTables.step` as two gathers: state (N, n_stop), tokens (N,) -> new state, hit (N,)."""
+    n_stop, M1, V = (ops.shape(args.transitions)[i] for i in range(3))
+    flat = (ops.arange(n_stop, dtype="int32")[None, :] * (M1 * V) + state * V
+            + ops.cast(tokens, "int32")[:, None])
+    new = ops.take(ops.reshape(args.transitions, (-1,)), flat)
+    hit = ops.take(ops.reshape(args.hits, (-1,)), flat)
+    return new, ops.any(hit, axis=-1)
 
 
 def last_logits(model, hidden, head=None):
@@ -97,50 +123,65 @@ def loop_head(model, B):
     return ops.cast(ops.transpose(wte), model.transformer.compute_dtype)  # (C, V)
 
 
-def prefill(model, spec: DecodeSpec, head, prompt, mask, length=None):
+def _record_buffer(on: bool, N, n, V):
+    return ops.zeros((n, N, V) if on else (0,), "float32")
+
+
+def prefill(model, plan: GenerationPlan, head, prompt, mask, args: LoopArgs, stop0, length=None):
     """Run the bucketed prompt through a fresh cache of `length` positions (default S).
 
-    Shapes: prompt (B, P_b), mask (B, S) -> the decode state `(cur, tokens (B, S), mask (B, S),
-    cache (per layer 2 x (B, nh, length, hs)), logits (B, V), done (B,), seen (B, V))`, with
-    cur = P_b.
+    Shapes: prompt (N, P_b), mask (N, S), stop0 (N, n_stop) -> a `DecodeState` with cur = P_b.
     """
     c = model.config
-    B, P_b = ops.shape(prompt)[0], ops.shape(prompt)[1]
+    N, P_b = ops.shape(prompt)[0], ops.shape(prompt)[1]
     S = ops.shape(mask)[1]
     length = S if length is None else length
-    tokens = ops.concatenate([prompt, ops.full((B, S - P_b), spec.pad, "int32")], axis=1)
-    cache = empty_cache(c, B, length, model.transformer.compute_dtype)
+    tokens = ops.concatenate([prompt, ops.zeros((N, S - P_b), "int32")], axis=1)
+    cache = empty_cache(c, N, length, model.transformer.compute_dtype)
     out = model.transformer(prompt, attention_mask=cache_mask(mask, cache), cache=cache,
                             cache_index=0)
     logits, cache = last_logits(model, out["last_hidden_state"], head), out["past_key_values"]
-    # transformers (5.x) leaves the left padding out of the repetition penalty
-    seen = processors.mark_seen(ops.zeros((B, c.vocab_size), "bool"), prompt, mask[:, :P_b] != 0)
-    return (ops.convert_to_tensor(P_b, "int32"), tokens, mask, cache, logits,
-            ops.zeros((B,), "bool"), seen)
+    seen = (processors.prompt_seen(c.vocab_size, prompt, mask[:, :P_b], args.start)
+            if processors.tracks_seen(plan) else ops.zeros((N, c.vocab_size), "bool"))
+    n, V = S - P_b, c.vocab_size
+    return DecodeState(ops.convert_to_tensor(P_b, "int32"), tokens, mask, cache, logits,
+                       ops.zeros((N,), "bool"), seen, ops.cast(stop0, "int32"),
+                       _record_buffer(plan.output_scores, N, n, V),
+                       _record_buffer(plan.output_logits, N, n, V))
 
 
-def decode_step(model, spec: DecodeSpec, head, P_b, start, seed, state):
-    """Choose one token per row from `logits`, write it at `cur` and run it through the model.
-
-    `P_b` is the bucketed prompt length, `start` the first prompt column (bucket padding
-    before it). Shapes: the state of `prefill` -> the same state, one position further.
-    """
-    cur, tokens, mask, cache, logits, done, seen = state
-    B = ops.shape(tokens)[0]
-    scores = processors.process(logits, spec.cfg, spec.eos, tokens=tokens, start=start, cur=cur,
-                                seen=seen, new_tokens=cur - P_b)
-    tok = choose(scores, spec.cfg.do_sample, seed, cur)
-    tok = ops.where(done, spec.pad, tok)  # finished rows are padded, as in transformers
-    tokens = ops.slice_update(tokens, [0, cur], tok[:, None])
-    mask = ops.slice_update(mask, [0, cur], ops.ones((B, 1), "int32"))
-    eos = ops.array(spec.eos or (-1,), "int32")
-    done = ops.logical_or(done, ops.any(tok[:, None] == eos[None, :], axis=-1))
-    if spec.cfg.repetition_penalty is not None and spec.cfg.repetition_penalty != 1.0:
-        seen = processors.mark_seen(seen, tok[:, None], ops.ones((B, 1), "bool"))  # its only reader
-    out = model.transformer(tok[:, None], attention_mask=cache_mask(mask, cache), cache=cache,
-                            cache_index=cur)
-    return (cur + 1, tokens, mask, out["past_key_values"],
-            last_logits(model, out["last_hidden_state"], head), done, seen)
+def decode_step(model, plan: GenerationPlan, head, P_b, args: LoopArgs, st: DecodeState) -> DecodeState:
+    """Choose one token per row from `logits`, write it at `cur` and run it through the model
+    (one iteration of the spec's `sample`)."""
+    N = ops.shape(st.tokens)[0]
+    step = st.cur - P_b
+    inputs = processors.ProcessorInputs(st.tokens, args.start, st.cur, step, st.seen)
+    scores = processors.process(st.logits, plan, inputs)
+    tok = choose(scores, plan, args.key, step)
+    tok = ops.where(st.done, plan.pad_token_id, tok)  # finished rows are padded, as in transformers
+    tokens = ops.slice_update(st.tokens, [0, st.cur], tok[:, None])
+    mask = ops.slice_update(st.mask, [0, st.cur], ops.ones((N, 1), "int32"))
+    eos = ops.array(plan.eos_token_ids or (-1,), "int32")
+    done = ops.logical_or(st.done, ops.any(tok[:, None] == eos[None, :], axis=-1))
+    stop = st.stop
+    if plan.stop_strings:
+        stop, hit = stop_step(args, stop, tok)
+        done = ops.logical_or(done, hit)
+    seen = st.seen
+    if processors.tracks_seen(plan):  # its only reader
+        seen = processors.mark_seen(seen, tok[:, None], ops.ones((N, 1), "bool"))
+    rec_scores, raw = st.scores, st.raw
+    if plan.output_scores:
+        rec_scores = ops.slice_update(rec_scores, [step, 0, 0], scores[None])
+    if plan.output_logits:
+        raw = ops.slice_update(raw, [step, 0, 0], st.logits[None])
+    # a finished row's pad may be -1 (no eos, no pad id): feed a valid id, its logits are unused
+    fed = tok if plan.pad_token_id >= 0 else ops.maximum(tok, 0)
+    out = model.transformer(fed[:, None], attention_mask=cache_mask(mask, st.cache), cache=st.cache,
+                            cache_index=st.cur)
+    return DecodeState(st.cur + 1, tokens, mask, out["past_key_values"],
+                       last_logits(model, out["last_hidden_state"], head), done, seen, stop,
+                       rec_scores, raw)
 
 
 def segment_ends(P_b, S) -> list:
@@ -184,30 +225,29 @@ def grow_cache(cache, length):
     return tuple(tuple(ops.pad(t, widths) for t in layer) for layer in cache)
 
 
-def decode_loop(model, spec: DecodeSpec, prompt, mask, start, stop, seed):
-    """The compiled body: prefill the bucketed prompt, then decode until `stop` or every row
-    has produced an EOS, in segments of growing cache length (`segment_ends`).
+def decode_loop(model, plan: GenerationPlan, prompt, mask, stop, args: LoopArgs, stop0) -> DecodeState:
+    """The compiled body: prefill the bucketed prompt, then decode until column `stop` or
+    every row has finished, in segments of growing cache length (`segment_ends`).
 
-    Shapes: prompt (B, P_b), mask (B, S) -> tokens (B, S), cur (number of filled positions).
+    Shapes: prompt (N, P_b), mask (N, S) -> the final `DecodeState`.
     """
     model._generate_traces += 1  # runs at trace time only: counts compilations
-    B, P_b = ops.shape(prompt)[0], ops.shape(prompt)[1]
+    N, P_b = ops.shape(prompt)[0], ops.shape(prompt)[1]
     ends = segment_ends(P_b, ops.shape(mask)[1])
-    head = loop_head(model, B)  # loop-invariant: built once, outside the while loops
+    head = loop_head(model, N)  # loop-invariant: built once, outside the while loops
 
-    def body(*state):
-        return decode_step(model, spec, head, P_b, start, seed, state)
+    def body(st):
+        return (decode_step(model, plan, head, P_b, args, st),)
 
-    state = prefill(model, spec, head, prompt, mask, ends[0])
+    st = prefill(model, plan, head, prompt, mask, args, stop0, ends[0])
     for end in ends:
-        cur, tokens, mask, cache, *rest = state
-        state = (cur, tokens, mask, grow_cache(cache, end), *rest)
+        st = st._replace(cache=grow_cache(st.cache, end))
 
-        def cond(cur, tokens, mask, cache, logits, done, seen, end=end):
-            return ops.logical_and(cur < ops.minimum(stop, end), ops.logical_not(ops.all(done)))
+        def cond(st, end=end):
+            return ops.logical_and(st.cur < ops.minimum(stop, end), ops.logical_not(ops.all(st.done)))
 
-        state = ops.while_loop(cond, body, state)
-    return state[1], state[0]
+        (st,) = ops.while_loop(cond, body, (st,))
+    return st
 
 
 def _compile(model, key, fn):
@@ -227,236 +267,219 @@ def _compile(model, key, fn):
     return fns[key]
 
 
-def _compiled(model, spec: DecodeSpec):
-    return _compile(model, ("loop", spec), lambda *args: decode_loop(model, spec, *args))
-
-
-def bucket_prompt(ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, pad: int):
-    """Left-pad the prompt to the prompt bucket; a mask buffer of the length bucket."""
+def bucket_prompt(ids: np.ndarray, mask: np.ndarray, max_new_tokens: int):
+    """Left-pad the prompt to the prompt bucket (id 0, mask 0); a mask buffer of the length
+    bucket. Returns prompt (N, P_b), mask (N, S) and the offset P_b - P."""
     B, P = ids.shape
     P_b = _round_up(max(P, 1), PROMPT_BUCKET)
     S = _round_up(P_b + max_new_tokens, LENGTH_BUCKET)
-    prompt = np.full((B, P_b), pad, np.int32)
+    prompt = np.zeros((B, P_b), np.int32)
     prompt[:, P_b - P:] = ids
     mask_buf = np.zeros((B, S), np.int32)
     mask_buf[:, P_b - P:P_b] = mask
     return prompt, mask_buf, P_b - P
 
 
-def sample(model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, spec: DecodeSpec,
-           seed: int) -> np.ndarray:
-    """Greedy or sampled decoding. Shapes: (B, P) -> (B, P + generated)."""
+def loop_args(offset: int, seed: int | None, tables: StopStringTables | None) -> LoopArgs:
+    return LoopArgs(ops.convert_to_tensor(offset, "int32"), threefry.key_tensor(seed or 0),
+                    None if tables is None else ops.convert_to_tensor(tables.transitions, "int32"),
+                    None if tables is None else ops.convert_to_tensor(tables.hits))
+
+
+def stop_initial(ids: np.ndarray, tables: StopStringTables | None) -> np.ndarray:
+    """(N, n_stop) automaton states after each prompt row ((N, 0) without stop strings)."""
+    return np.zeros((len(ids), 0), np.int32) if tables is None else tables.initial_state(ids)
+
+
+def per_step(buf, on: bool, steps: int):
+    """The record buffer (n, N, V) as transformers' tuple of one (N, V) array per step taken."""
+    if not on:
+        return None
+    buf = np.asarray(ops.convert_to_numpy(buf))
+    return tuple(buf[i] for i in range(steps))
+
+
+def sample_inputs(ids: np.ndarray, mask: np.ndarray, plan: GenerationPlan, seed: int | None,
+                  tables: StopStringTables | None):
+    """Rows repeated `num_return_sequences` times ([p0, p0, ..., p1, p1, ...]), bucketed, and the
+    loop's tensors: (expanded ids (N, P), prompt (N, P_b), mask (N, S), offset, LoopArgs, stop0)."""
+    k = plan.num_return_sequences
+    ids, mask = np.repeat(ids, k, 0), np.repeat(mask, k, 0)
+    prompt, mask_buf, offset = bucket_prompt(ids, mask, plan.max_new_tokens)
+    return ids, prompt, mask_buf, offset, loop_args(offset, seed, tables), stop_initial(ids, tables)
+
+
+def sample(model, ids: np.ndarray, mask: np.ndarray, plan: GenerationPlan, seed: int | None,
+           tables: StopStringTables | None, streamer=None):
+    """transformers' `_sample` (the spec's `sample`): each row repeated `num_return_sequences`
+    times, greedy or Gumbel-max decoding, finished rows filled with pad.
+
+    Shapes: (B, P) -> sequences (B * k, P + n), or the output record.
+    """
     if not hasattr(model, "_generate_traces"):
         model._generate_traces = 0
-    prompt, mask_buf, offset = bucket_prompt(ids, mask, max_new_tokens, spec.pad)
+    ids, prompt, mask_buf, offset, args, stop0 = sample_inputs(ids, mask, plan, seed, tables)
     P_b = prompt.shape[1]
-    tokens, cur = _compiled(model, spec)(
-        ops.convert_to_tensor(prompt), ops.convert_to_tensor(mask_buf),
-        ops.convert_to_tensor(offset, "int32"), ops.convert_to_tensor(P_b + max_new_tokens, "int32"),
-        ops.convert_to_tensor(seed, "int32"))
-    return np.asarray(ops.convert_to_numpy(tokens))[:, offset:int(ops.convert_to_numpy(cur))]
+    if streamer is None:
+        tp = trace_plan(plan)
+        fn = _compile(model, ("loop", tp), lambda *a: decode_loop(model, tp, *a))
+        st = fn(ops.convert_to_tensor(prompt), ops.convert_to_tensor(mask_buf),
+                ops.convert_to_tensor(P_b + plan.max_new_tokens, "int32"), args,
+                ops.convert_to_tensor(stop0))
+    else:
+        st = _streamed(model, plan, prompt, mask_buf, args, stop0, streamer, ids)
+    cur = int(ops.convert_to_numpy(st.cur))
+    sequences = np.asarray(ops.convert_to_numpy(st.tokens))[:, offset:cur]
+    if not plan.return_dict_in_generate:
+        return sequences
+    return GenerateDecoderOnlyOutput(sequences=sequences,
+                                     scores=per_step(st.scores, plan.output_scores, cur - P_b),
+                                     logits=per_step(st.raw, plan.output_logits, cur - P_b))
 
 
-def stream(model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, spec: DecodeSpec,
-           seed: int) -> Iterator[np.ndarray]:
-    """Greedy or sampled decoding with the loop on the host: the compiled loop's own `prefill`
-    and `decode_step` (each compiled once per bucket) on the same preallocated cache, so the
-    tokens are the compiled loop's. Yields each step's tokens (B,) int32, `pad` for finished rows.
-    """
-    prompt, mask_buf, offset = bucket_prompt(ids, mask, max_new_tokens, spec.pad)
-    B, P_b = prompt.shape
-    head = loop_head(model, B)
-    first = _compile(model, ("prefill", spec), lambda h, p, m: prefill(model, spec, h, p, m))
-    step = _compile(model, ("step", spec), lambda h, p, s, seed_, state: decode_step(
-        model, spec, h, p, s, seed_, state))
-    state = first(head, ops.convert_to_tensor(prompt), ops.convert_to_tensor(mask_buf))
-    consts = [ops.convert_to_tensor(v, "int32") for v in (P_b, offset, seed)]
-    for cur in range(P_b, P_b + max_new_tokens):
-        state = step(head, *consts, state)
-        yield np.asarray(ops.convert_to_numpy(state[1][:, cur]), np.int32)
-        if np.asarray(ops.convert_to_numpy(state[5])).all():
+def stream(model, plan: GenerationPlan, prompt, mask_buf, args: LoopArgs, stop0) -> Iterator:
+    """The decode loop on the host: the compiled loop's own `prefill` and `decode_step` (each
+    compiled once per bucket) on the same preallocated cache, so the tokens are the compiled
+    loop's. Yields (state, tokens (N,) int32) per step, pad for finished rows."""
+    N, P_b = prompt.shape
+    head = loop_head(model, N)
+    tp = trace_plan(plan)
+    first = _compile(model, ("prefill", tp), lambda h, p, m, a, s0: prefill(model, tp, h, p, m, a, s0))
+    step = _compile(model, ("step", tp), lambda h, p, a, st: decode_step(model, tp, h, p, a, st))
+    st = first(head, ops.convert_to_tensor(prompt), ops.convert_to_tensor(mask_buf), args,
+               ops.convert_to_tensor(stop0))
+    P_b_t = ops.convert_to_tensor(P_b, "int32")
+    for cur in range(P_b, P_b + plan.max_new_tokens):
+        st = step(head, P_b_t, args, st)
+        yield st, np.asarray(ops.convert_to_numpy(st.tokens[:, cur]), np.int32)
+        if np.asarray(ops.convert_to_numpy(st.done)).all():
             return
 
 
-# ---- beam search ------------------------------------------------------------------------------
-def beam_search(model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int,
-                spec: beams.BeamSpec) -> np.ndarray:
-    """transformers' `_beam_search` (v5, vectorised), compiled whole (see `gpt2_keras.beam_search`).
-
-    Shapes: (B, P) -> (B, P + n).
-    """
-    if not hasattr(model, "_generate_traces"):
-        model._generate_traces = 0
-    nb = spec.num_beams
-    prompt, mask_buf, offset = bucket_prompt(np.repeat(ids, nb, 0), np.repeat(mask, nb, 0),
-                                             max_new_tokens, spec.pad)
-    fn = _compile(model, ("beam", spec), lambda *args: beams.beam_loop(model, spec, *args))
-    sequences, lengths = fn(
-        ops.convert_to_tensor(prompt), ops.convert_to_tensor(mask_buf),
-        ops.convert_to_tensor(offset, "int32"), ops.convert_to_tensor(max_new_tokens, "int32"))
-    best = np.asarray(ops.convert_to_numpy(sequences))[:, 0]  # (B, S)
-    generated = int(np.asarray(ops.convert_to_numpy(lengths))[:, 0].max())
-    return best[:, offset:prompt.shape[1] + generated]
+def _streamed(model, plan, prompt, mask_buf, args, stop0, streamer, ids) -> DecodeState:
+    """`stream`, handing the prompt and each step's tokens to the streamer in transformers'
+    order (`put(prompt)`, `put(tokens)` per step, `end()`)."""
+    streamer.put(ids.copy())
+    last = None
+    for last, tok in stream(model, plan, prompt, mask_buf, args, stop0):  # noqa: B007 - kept after
+        streamer.put(tok)
+    streamer.end()
+    return last
 
 
 # ---- the public entry point ------------------------------------------------------------------
-def _encode_prompts(prompts, tokenizer, pad: int):
+def _draw_seed() -> int:
+    """`seed=None`: a seed from NumPy's global generator (seeded by `keras.utils.set_random_seed`)."""
+    return int(np.random.randint(0, 2 ** 64, dtype=np.uint64))
+
+
+def _string_prompts(input_ids) -> bool:
+    return isinstance(input_ids, str) or (
+        isinstance(input_ids, (list, tuple)) and bool(input_ids) and isinstance(input_ids[0], str))
+
+
+def _encode_prompts(prompts, tokenizer, config, gen: GenerationConfig):
+    """Strings -> left-padded ids and mask (the pad id the plan resolves to)."""
     if tokenizer is None:
         raise ValueError("String prompts need a tokenizer. Received: tokenizer=None. Pass "
                          "tokenizer=gpt2_tokenizer.GPT2Tokenizer.from_pretrained().")
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    rows = [tokenizer.encode(p) for p in prompts]
+    rows = [tokenizer.encode(p) for p in ([prompts] if isinstance(prompts, str) else prompts)]
     P = max(len(r) for r in rows)
-    ids = np.full((len(rows), P), pad, np.int32)
-    mask = np.zeros((len(rows), P), np.int32)
+    pad = max(resolve(config, gen, len(rows), max(P, 1), has_tokenizer=True).pad_token_id, 0)
+    ids = np.full((len(rows), P), pad, np.int64)
+    mask = np.zeros((len(rows), P), np.int64)
     for i, r in enumerate(rows):  # left padding: every row's next token lands in the same column
         ids[i, P - len(r):], mask[i, P - len(r):] = r, 1
     return ids, mask
 
 
-def _stop_string_ends(tokens: np.ndarray, P: int, stop_strings: Sequence[str], tokenizer) -> list:
-    """Per row, the index of the first generated token after which the text ends with a stop
-    string (transformers' StopStringCriteria checks each new token), or None."""
-    ends = []
-    for row in tokens:
-        end = None
-        for t in range(P, len(row)):
-            text = tokenizer.decode(row[:t + 1].tolist())
-            if any(text.endswith(s) for s in stop_strings):
-                end = t
-                break
-        ends.append(end)
-    return ends
-
-
-def apply_stop_strings(tokens, P, stop_strings, tokenizer, eos, pad) -> np.ndarray:
-    """Cut each row after its first stop string (the rest becomes `pad`), and drop the columns
-    no row needs, as transformers stops once every row is finished."""
-    if tokenizer is None:
-        raise ValueError("`stop_strings` need a tokenizer to decode the text. Received: "
-                         "tokenizer=None.")
-    tokens = tokens.copy()
-    ends = _stop_string_ends(tokens, P, stop_strings, tokenizer)
-    row_end = []
-    for b, end in enumerate(ends):
-        eos_at = [t for t in range(P, tokens.shape[1]) if tokens[b, t] in eos]
-        stops = [t for t in (end, eos_at[0] if eos_at else None) if t is not None]
-        if stops:
-            tokens[b, min(stops) + 1:] = pad
-        row_end.append(min(stops) if stops else None)
-    if all(e is not None for e in row_end):
-        tokens = tokens[:, :max(row_end) + 1]
-    return tokens
-
-
-def generate(model, input_ids=None, attention_mask=None, *, max_new_tokens: int = 20,
-             do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None,
-             top_p: float | None = None, repetition_penalty: float | None = None,
-             no_repeat_ngram_size: int | None = None, min_new_tokens: int = 0, eos_token_id=None,
-             pad_token_id: int | None = None, num_beams: int = 1, length_penalty: float = 1.0,
-             early_stopping: bool | str = False, stop_strings=None, tokenizer=None,
-             seed: int | None = None, prompts=None, streamer=None):
-    """Prompt plus new tokens, with transformers' `generate` semantics.
-
-    Shapes: input_ids (B, P) int, attention_mask (B, P) (left padding) -> (B, P + n) int32
-    NumPy, n <= max_new_tokens (shorter when every row has finished). With string `prompts` (or
-    strings as `input_ids`) and a `tokenizer`, returns the decoded texts (prompt included).
-
-    Args:
-        eos_token_id: an id or a list of ids; None uses `config.eos_token_ids`.
-        pad_token_id: fills finished rows; None uses `config.pad_token_id`, else the first EOS.
-        num_beams: > 1 runs beam search (deterministic; `do_sample` must be False).
-        stop_strings: finish a row once its text ends with any of these (needs `tokenizer`).
-        seed: the sampling seed (stateless: the same seed gives the same tokens).
-        streamer: an object with `put(value)` and `end()` (transformers' `BaseStreamer`): gets
-            the prompt ids (B, P), then each step's new tokens (B,), then `end()`. The decode loop
-            then runs on the host around the compiled step (same tokens; a compiled XLA loop
-            cannot call back into Python). Not with beam search.
-    """
-    c = model.config
-    eos = tuple(c.eos_token_ids if eos_token_id is None else
-                ([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id))
-    pad = pad_token_id if pad_token_id is not None else (
-        c.pad_token_id if c.pad_token_id is not None else (eos[0] if eos else 0))
-    strings_in = prompts is not None or isinstance(input_ids, str) or (
-        isinstance(input_ids, (list, tuple)) and input_ids and isinstance(input_ids[0], str))
-    if strings_in:
-        ids, mask = _encode_prompts(prompts if prompts is not None else input_ids, tokenizer, pad)
-    else:
-        if input_ids is None:
-            raise ValueError("`input_ids` (or string `prompts` with a tokenizer) is required.")
-        ids = np.asarray(ops.convert_to_numpy(input_ids))
-        if ids.ndim == 1:
-            ids = ids[None]
-        mask = (np.ones_like(ids) if attention_mask is None
-                else np.asarray(ops.convert_to_numpy(attention_mask)).reshape(ids.shape))
-    _check_generate_args(c, ids, max_new_tokens, num_beams, do_sample)
-    _check_streamer(streamer, num_beams)
-    ids, mask = ids.astype(np.int32), mask.astype(np.int32)
-    cfg = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-                         repetition_penalty=repetition_penalty,
-                         no_repeat_ngram_size=no_repeat_ngram_size, min_new_tokens=min_new_tokens)
-    if num_beams > 1:
-        out = beam_search(model, ids, mask, max_new_tokens,
-                          beams.BeamSpec(cfg, eos, pad, num_beams, float(length_penalty), early_stopping))
-    else:
-        seed = int(np.random.default_rng().integers(2**31 - 1)) if seed is None else seed
-        spec = DecodeSpec(cfg, eos, pad)
-        out = (sample(model, ids, mask, max_new_tokens, spec, seed) if streamer is None
-               else _streamed(model, ids, mask, max_new_tokens, spec, seed, streamer))
-    if stop_strings:
-        stop_strings = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings)
-        out = apply_stop_strings(out, ids.shape[1], stop_strings, tokenizer, eos, pad)
-    out = out.astype(np.int32)
-    if strings_in:
-        return [tokenizer.decode([t for t, m in zip(row, np.concatenate(
-            [mask_row, np.ones(len(row) - len(mask_row), np.int32)])) if m and t not in eos])
-            for row, mask_row in zip(out, mask)]
-    return out
-
-
-def _streamed(model, ids: np.ndarray, mask: np.ndarray, max_new_tokens: int, spec: DecodeSpec,
-              seed: int, streamer) -> np.ndarray:
-    """`sample` through `stream`, handing the prompt and each step's tokens to the streamer in
-    transformers' order. Shapes: (B, P) -> (B, P + generated)."""
-    streamer.put(ids)
-    steps = []
-    for tok in stream(model, ids, mask, max_new_tokens, spec, seed):
-        streamer.put(tok)
-        steps.append(tok)
-    streamer.end()
-    return np.concatenate([ids, np.stack(steps, axis=1)], axis=1)
-
-
-def _check_streamer(streamer, num_beams: int) -> None:
+def _check_streamer(streamer, plan: GenerationPlan) -> None:
     if streamer is None:
         return
     if not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
         raise TypeError("`streamer` must have `put(value)` and `end()` methods, like transformers' "
                         f"TextStreamer. Received: {type(streamer).__name__}.")
-    if num_beams > 1:
-        raise ValueError("`streamer` cannot be used with beam search: beams are reordered until "
-                         f"the end, so no token is final earlier. Received: num_beams={num_beams}; "
-                         "use num_beams=1 or streamer=None.")
+    _refuse_beams(plan)
 
 
-def _check_generate_args(config, ids: np.ndarray, max_new_tokens: int, num_beams: int,
-                         do_sample: bool) -> None:
-    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"`input_ids` must be integer ids of shape (batch, seq). Received "
-                         f"shape {ids.shape}, dtype {ids.dtype}.")
-    if ids.size and (ids.min() < 0 or ids.max() >= config.vocab_size):
-        raise ValueError(f"`input_ids` must lie in [0, vocab_size={config.vocab_size}). "
-                         f"Received range [{ids.min()}, {ids.max()}].")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"`max_new_tokens` must be a positive integer. Received: {max_new_tokens!r}.")
-    if ids.shape[1] + max_new_tokens > config.n_positions:
-        raise ValueError(
-            f"prompt length {ids.shape[1]} + max_new_tokens {max_new_tokens} exceeds the model's "
-            f"`n_positions`={config.n_positions}. Shorten the prompt or lower max_new_tokens.")
-    if not isinstance(num_beams, int) or num_beams < 1:
-        raise ValueError(f"`num_beams` must be a positive integer. Received: {num_beams!r}.")
-    if num_beams > 1 and do_sample:
-        raise ValueError("Beam sampling is not supported: use num_beams=1 with do_sample=True, or "
-                         "do_sample=False with beams. Received: num_beams="
-                         f"{num_beams}, do_sample=True.")
+def _refuse_beams(plan: GenerationPlan) -> None:
+    if plan.num_beams > 1:
+        raise ValueError("`streamer` cannot be used with beam search (num_beams > 1), as in "
+                         f"transformers. Received: num_beams={plan.num_beams}.")
+
+
+def prepare(model, input_ids, attention_mask, generation_config, tokenizer, kwargs):
+    """The spec's argument handling: merge the configs, read the prompt, resolve the plan, pick
+    the seed, build the stop-string tables. Returns (ids (B, P) int32, mask, plan, seed, tables)."""
+    config = model.config
+    model_gen = getattr(model, "generation_config", None) or GenerationConfig.from_model_config(config)
+    gen = merge(model_gen, generation_config, kwargs)
+    if _string_prompts(input_ids):
+        input_ids, attention_mask = _encode_prompts(input_ids, tokenizer, config, gen)
+    else:
+        input_ids = None if input_ids is None else np.asarray(ops.convert_to_numpy(input_ids))
+        if attention_mask is not None:
+            attention_mask = np.asarray(ops.convert_to_numpy(attention_mask))
+    ids, mask = prepare_inputs(config, gen, input_ids, attention_mask)
+    plan = resolve(config, gen, ids.shape[0], ids.shape[1], has_tokenizer=tokenizer is not None)
+    seed = plan.seed if plan.seed is not None or not plan.do_sample else _draw_seed()
+    tables = (StopStringTables.build(plan.stop_strings, tokenizer, config.vocab_size)
+              if plan.stop_strings else None)
+    return ids.astype(np.int32), mask.astype(np.int32), plan, seed, tables
+
+
+def stream_tokens(model, input_ids=None, attention_mask=None, generation_config=None, *,
+                  tokenizer=None, **kwargs) -> Iterator[np.ndarray]:
+    """`generate`'s greedy or sampled tokens one step at a time, (N,) int32 each (pad for
+    finished rows); stops when every row has finished. For command-line streaming."""
+    ids, mask, plan, seed, tables = prepare(model, input_ids, attention_mask, generation_config,
+                                            tokenizer, kwargs)
+    _refuse_beams(plan)
+    _, prompt, mask_buf, _, args, stop0 = sample_inputs(ids, mask, plan, seed, tables)
+    for _, tok in stream(model, plan, prompt, mask_buf, args, stop0):
+        yield tok
+
+
+def generate(model, input_ids=None, attention_mask=None, generation_config=None, *, streamer=None,
+             tokenizer=None, **kwargs):
+    """Continue each prompt, with transformers' `generate` semantics (`gpt2_core.generation`).
+
+    Shapes: input_ids (B, P) int, attention_mask (B, P) (left padding) -> sequences
+    (B * k, P + n) int32 NumPy, k = num_return_sequences, n <= the plan's max_new_tokens. With
+    `return_dict_in_generate=True`, a `GenerateDecoderOnlyOutput` (greedy, sampling) or
+    `GenerateBeamDecoderOnlyOutput` (beams). With strings as `input_ids` and a `tokenizer`,
+    the decoded texts (prompt included, eos and padding left out).
+
+    Args:
+        generation_config: a `GenerationConfig` (or a mapping, or a transformers one) merged
+            over `model.generation_config`; `kwargs` (its fields only) override both.
+        streamer: transformers' protocol, `put(prompt ids (B, P))`, `put(tokens (N,))` per step,
+            `end()`. The decode loop then runs on the host around the compiled step (same tokens;
+            a compiled XLA loop cannot call back into Python). Not with beam search.
+        tokenizer: decodes tokens for `stop_strings`, and encodes string prompts.
+    """
+    from gpt2_keras import beam_search
+
+    strings = _string_prompts(input_ids)
+    ids, mask, plan, seed, tables = prepare(model, input_ids, attention_mask, generation_config,
+                                            tokenizer, kwargs)
+    _check_streamer(streamer, plan)
+    if plan.num_beams > 1:
+        out = beam_search.beam_search(model, ids, mask, plan, seed, tables)
+    else:
+        out = sample(model, ids, mask, plan, seed, tables, streamer)
+    if strings:
+        return _decode(out if isinstance(out, np.ndarray) else out.sequences, mask, plan, tokenizer)
+    return out
+
+
+def _decode(rows: np.ndarray, mask: np.ndarray, plan: GenerationPlan, tokenizer) -> list[str]:
+    """Each row's text: the prompt's attended tokens, then the new ones up to the first eos."""
+    P, k = mask.shape[1], len(rows) // len(mask)
+    texts = []
+    for i, row in enumerate(rows.tolist()):
+        new = row[P:]
+        ends = [j for j, t in enumerate(new) if t in plan.eos_token_ids]
+        keep = [t for t, m in zip(row[:P], mask[i // k]) if m] + new[:ends[0] if ends else len(new)]
+        texts.append(tokenizer.decode(keep))
+    return texts

@@ -23,6 +23,7 @@ from keras import ops
 import gpt2_core
 from gpt2_core import layout
 from gpt2_core.config import GPT2Config
+from gpt2_core.generation_config import GenerationConfig
 from gpt2_core.reference import check_inputs
 from gpt2_keras import losses, outputs, weights
 from gpt2_keras.layers import Conv1D, initial_values
@@ -68,6 +69,7 @@ class GPT2PreTrainedModel(keras.Model):
                             "GPT2Config.from_json(path).")
         super().__init__(name=name, dtype=dtype, trainable=trainable)
         self.config = config
+        self.generation_config = GenerationConfig.from_model_config(config)  # what generate merges under
         self.transformer = GPT2Transformer(config, dtype=dtype)
         self.build_head(dtype)
         self.built = True
@@ -278,26 +280,14 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
                 "logits": logits, "past_key_values": out["past_key_values"],
                 "hidden_states": out["hidden_states"], "attentions": out["attentions"]}
 
-    def generate(self, input_ids=None, attention_mask=None, *, max_new_tokens: int = 20,
-                 do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, repetition_penalty: float | None = None,
-                 no_repeat_ngram_size: int | None = None, min_new_tokens: int = 0,
-                 eos_token_id=None, pad_token_id: int | None = None, num_beams: int = 1,
-                 length_penalty: float = 1.0, early_stopping: bool | str = False,
-                 stop_strings=None, tokenizer=None, seed: int | None = None, prompts=None,
-                 streamer=None):
-        """Prompt + new tokens, `transformers`' `generate` semantics; see
-        `gpt2_keras.generation.generate`."""
+    def generate(self, input_ids=None, attention_mask=None, generation_config=None, *,
+                 streamer=None, tokenizer=None, **kwargs):
+        """Prompt + new tokens, `transformers`' `generate` semantics; `kwargs` are
+        `GenerationConfig` fields. See `gpt2_keras.generation.generate`."""
         from gpt2_keras import generation
 
-        return generation.generate(
-            self, input_ids, attention_mask, max_new_tokens=max_new_tokens, do_sample=do_sample,
-            temperature=temperature, top_k=top_k, top_p=top_p,
-            repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-            min_new_tokens=min_new_tokens, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-            num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
-            stop_strings=stop_strings, tokenizer=tokenizer, seed=seed, prompts=prompts,
-            streamer=streamer)
+        return generation.generate(self, input_ids, attention_mask, generation_config,
+                                   streamer=streamer, tokenizer=tokenizer, **kwargs)
 
 
 class SequenceSummary(keras.layers.Layer):

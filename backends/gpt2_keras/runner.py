@@ -9,7 +9,6 @@ import numpy as np
 
 from gpt2_core import GPT2Config
 from gpt2_core.cli._backends import until_eos
-from gpt2_core.sampling import SamplingConfig
 from gpt2_keras import generation
 from gpt2_keras.modeling import GPT2LMHeadModel
 
@@ -18,30 +17,26 @@ def load(path: str, dtype: str | None) -> GPT2LMHeadModel:
     return GPT2LMHeadModel.from_pretrained(path, dtype=dtype)
 
 
+def _generation_kwargs(options) -> dict:
+    """The command's options as `GenerationConfig` fields (top_k None: no top-k filter)."""
+    sampling = dict(temperature=options.temperature, top_k=options.top_k or 0,
+                    top_p=options.top_p) if options.do_sample else {}
+    return dict(max_new_tokens=options.max_new_tokens, do_sample=options.do_sample,
+                repetition_penalty=options.repetition_penalty, num_beams=options.num_beams,
+                eos_token_id=list(options.eos_token_ids) or None, seed=options.seed, **sampling)
+
+
 def generate(model: GPT2LMHeadModel, prompt_ids: list[int], options) -> Iterator[list[int]]:
     ids = np.asarray([prompt_ids], np.int32)
+    kwargs = _generation_kwargs(options)
     if options.num_beams > 1:  # beams are reordered until the end: one chunk
-        out = model.generate(ids, max_new_tokens=options.max_new_tokens,
-                             do_sample=options.do_sample, temperature=options.temperature,
-                             top_k=options.top_k if options.do_sample else None,
-                             top_p=options.top_p if options.do_sample else None,
-                             repetition_penalty=options.repetition_penalty,
-                             num_beams=options.num_beams, eos_token_id=list(options.eos_token_ids),
-                             seed=options.seed)
+        out = model.generate(ids, **kwargs)
         yield until_eos(np.asarray(out)[0, len(prompt_ids):].tolist(), options.eos_token_ids)
         return
-    generation._check_generate_args(model.config, ids, options.max_new_tokens, 1, options.do_sample)
-    cfg = SamplingConfig(do_sample=options.do_sample, temperature=options.temperature,
-                         top_k=options.top_k if options.do_sample else None,
-                         top_p=options.top_p if options.do_sample else None,
-                         repetition_penalty=options.repetition_penalty)
-    eos = tuple(options.eos_token_ids)
-    spec = generation.DecodeSpec(cfg, eos, eos[0] if eos else 0)
     # Token by token: the compiled loop's own prefill and step, with the loop on the host.
-    for step in generation.stream(model, ids, np.ones_like(ids), options.max_new_tokens, spec,
-                                  options.seed):
+    for step in generation.stream_tokens(model, ids, **kwargs):
         token = int(step[0])
-        if token in eos:
+        if token in options.eos_token_ids:
             return
         yield [token]
 

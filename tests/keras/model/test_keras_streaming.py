@@ -42,8 +42,10 @@ def left_padded(config):
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(do_sample=True, top_k=20, seed=3),
-                                dict(repetition_penalty=1.3, no_repeat_ngram_size=2)],
-                         ids=["greedy", "sampled", "processors"])
+                                dict(repetition_penalty=1.3, no_repeat_ngram_size=2),
+                                dict(do_sample=True, seed=2 ** 40, num_return_sequences=2,
+                                     min_p=0.05, typical_p=0.9, bad_words_ids=[[7]])],
+                         ids=["greedy", "sampled", "processors", "return_sequences"])
 def test_streamed_tokens_equal_the_compiled_loop(model, kw):
     ids, mask = left_padded(model.config)
     compiled = model.generate(ids, attention_mask=mask, max_new_tokens=12, **kw)
@@ -54,7 +56,8 @@ def test_streamed_tokens_equal_the_compiled_loop(model, kw):
     streamed = model.generate(ids, attention_mask=mask, max_new_tokens=12, eos_token_id=eos,
                               streamer=rec, **kw)
     np.testing.assert_array_equal(streamed, compiled)
-    np.testing.assert_array_equal(rec.puts[0], ids)  # the prompt first, as transformers
+    # the (expanded) prompt first, as transformers
+    np.testing.assert_array_equal(rec.puts[0], np.repeat(ids, kw.get("num_return_sequences", 1), 0))
     assert len(rec.puts) == 1 + compiled.shape[1] - ids.shape[1]  # then once per step
     np.testing.assert_array_equal(np.stack(rec.puts[1:], axis=1), compiled[:, ids.shape[1]:])
     assert rec.ends == 1
@@ -64,6 +67,8 @@ def test_streamer_is_refused_with_beams_and_without_its_methods(model):
     ids = np.ones((1, 4), np.int32)
     with pytest.raises(ValueError, match="`streamer` cannot be used with beam search"):
         model.generate(ids, max_new_tokens=2, num_beams=2, streamer=Recorder())
+    with pytest.raises(ValueError, match="`streamer` cannot be used with beam search"):
+        next(runner.generation.stream_tokens(model, ids, max_new_tokens=2, num_beams=2))
     with pytest.raises(TypeError, match=r"`put\(value\)` and `end\(\)`"):
         model.generate(ids, max_new_tokens=2, streamer=object())
 
@@ -77,7 +82,8 @@ def test_runner_yields_token_by_token_until_eos(model, do_sample):
     assert len(full) == 10 and all(len(c) == 1 for c in full)  # one chunk per token
     flat = [t for c in full for t in c]
     want = model.generate(np.asarray([prompt], np.int32), max_new_tokens=10, do_sample=do_sample,
-                          top_k=20 if do_sample else None, seed=1)[0, len(prompt):].tolist()
+                          top_k=20 if do_sample else None, seed=1,
+                          eos_token_id=model.config.eos_token_id)[0, len(prompt):].tolist()
     assert flat == want
     # stop at an EOS the model produces mid-way, excluding it
     eos = (flat[4],)

@@ -41,8 +41,7 @@ def test_saved_model_generates_the_same_text_without_the_package(tmp_path, beams
     tok = GPT2Tokenizer.from_pretrained()
     prompts = ["Hello world", "The quick brown fox jumps"]
     want = model.generate(prompts, tokenizer=tok, max_new_tokens=8, **beams)
-    want_ids = model.generate(prompts=prompts, tokenizer=tok, max_new_tokens=8, **beams)
-    assert [p + t for p, t in zip(prompts, got["text"])] == want == want_ids
+    assert [p + t for p, t in zip(prompts, got["text"])] == want
     assert all(len(r) <= 8 for r in got["ids"])
 
 
