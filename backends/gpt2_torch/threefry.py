@@ -1,9 +1,10 @@
 """`gpt2_core.threefry` in torch: the same Threefry-2x32 bits, so a seed samples the same tokens
 in every framework.
 
-Words are held in int64 and masked with 0xFFFFFFFF after every add and shift: torch (2.13) has no
-uint32 add or shifts on CPU. Every intermediate stays below 2**63 (a 32-bit word shifted left by
-at most 29), so the masked int64 values are exactly the uint32 ones.
+Words are held in int64 and masked with 0xFFFFFFFF (torch 2.13 has no uint32 add or shifts on
+CPU): an add or a left shift only grows the bits above 32, which the mask drops, and every
+intermediate stays below 2**63 (a 32-bit word shifted left by at most 29), so the masked int64
+values are exactly the uint32 ones.
 
 Shapes: rows N (the expanded batch), V vocabulary.
 """
@@ -15,10 +16,6 @@ import torch
 from gpt2_core.threefry import KS_PARITY, MASK32, ROTATIONS, TINY, key_words
 
 Word = int | torch.Tensor  # a 32-bit word: a Python int or an int64 tensor of values in [0, 2**32)
-
-
-def _rotl(x: torch.Tensor, r: int) -> torch.Tensor:
-    return ((x << r) & MASK32) | (x >> (32 - r))
 
 
 def threefry2x32(key: tuple[Word, Word], x0: torch.Tensor,
@@ -33,8 +30,10 @@ def threefry2x32(key: tuple[Word, Word], x0: torch.Tensor,
     x1 = (x1 + ks[1]) & MASK32
     for i in range(5):
         for r in ROTATIONS[i % 2]:
-            x0 = (x0 + x1) & MASK32
-            x1 = _rotl(x1, r) ^ x0
+            # x0 is masked once per 4 rounds (it stays below 2**36); x1 every round, as its
+            # rotation must see exactly 32 bits. Fewer ops: small batches are dispatch-bound.
+            x0 = x0 + x1
+            x1 = (((x1 << r) | (x1 >> (32 - r))) ^ x0) & MASK32
         x0 = (x0 + ks[(i + 1) % 3]) & MASK32
         x1 = (x1 + ks[(i + 2) % 3] + (i + 1)) & MASK32
     return x0, x1
