@@ -3,11 +3,12 @@
     >>> from gpt2_flax import GPT2LMHeadModel
     >>> model = GPT2LMHeadModel.from_pretrained(path)          # doctest: +SKIP
     >>> out = model(input_ids=ids, attention_mask=mask, labels=ids)  # doctest: +SKIP
-    >>> model.generate(ids, max_new_tokens=20)                 # doctest: +SKIP
+    >>> model.generate(ids, do_sample=True, temperature=0.9, max_length=100)  # doctest: +SKIP
 
 Imports JAX/Flax only (no torch, no TensorFlow).
 """
 
+from gpt2_core.generation_config import GenerationConfig
 from gpt2_flax.modeling import KVCache
 from gpt2_flax.models import (
     GPT2DoubleHeadsModel,
@@ -21,6 +22,8 @@ from gpt2_flax.outputs import (
     BaseModelOutput,
     CausalLMOutput,
     DoubleHeadsModelOutput,
+    GenerateBeamDecoderOnlyOutput,
+    GenerateDecoderOnlyOutput,
     QuestionAnsweringOutput,
     SequenceClassifierOutput,
 )
@@ -28,6 +31,7 @@ from gpt2_flax.outputs import (
 __all__ = [
     "BaseModelOutput", "CausalLMOutput", "DoubleHeadsModelOutput", "GPT2DoubleHeadsModel",
     "GPT2ForQuestionAnswering", "GPT2ForSequenceClassification", "GPT2ForTokenClassification",
-    "GPT2LMHeadModel", "GPT2Model", "KVCache", "QuestionAnsweringOutput",
+    "GPT2LMHeadModel", "GPT2Model", "GenerateBeamDecoderOnlyOutput", "GenerateDecoderOnlyOutput",
+    "GenerationConfig", "KVCache", "QuestionAnsweringOutput",
     "SequenceClassifierOutput",
 ]

@@ -18,6 +18,7 @@ from flax import nnx
 from gpt2_core import checkpoint
 from gpt2_core.config import GPT2Config
 from gpt2_core.constants import IGNORE_INDEX
+from gpt2_core.generation_config import GenerationConfig
 from gpt2_core.layout import summary_dim
 from gpt2_flax import weights
 from gpt2_flax.inputs import CoreInputs, finish_past, is_traced, prepare
@@ -87,6 +88,7 @@ class _GPT2Base(nnx.Module):
         self.transformer = Transformer(config, dtype=self.dtype, param_dtype=self.param_dtype,
                                        rngs=rngs)
         self._init_head(rngs)
+        self.generation_config = GenerationConfig.from_model_config(config)  # generate's defaults
         self.eval()  # inference by default (dropout off), as HF's from_pretrained; .train() enables
 
     def _init_head(self, rngs: nnx.Rngs) -> None:
@@ -253,27 +255,16 @@ class GPT2LMHeadModel(_GPT2Base):
         loss = None if labels is None else causal_lm_loss(logits, labels)
         return CausalLMOutput(logits, cache, hidden, attn, loss)
 
-    def generate(self, input_ids, attention_mask=None, *, max_new_tokens: int = 20,
-                 do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, repetition_penalty: float | None = None,
-                 no_repeat_ngram_size: int | None = None, min_new_tokens: int = 0,
-                 num_beams: int = 1, length_penalty: float = 1.0,
-                 early_stopping: bool | str = False, num_return_sequences: int = 1,
-                 eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None,
-                 key: Array | None = None, streamer: Streamer | None = None) -> np.ndarray:
-        """Prompt plus new tokens, compiled end to end. See `gpt2_flax.generation.generate`.
+    def generate(self, input_ids=None, attention_mask=None, generation_config=None, *,
+                 streamer: Streamer | None = None, tokenizer: Any = None, **kwargs: Any) -> Any:
+        """Prompt plus new tokens, compiled end to end; `kwargs` are `GenerationConfig` fields.
+        See `gpt2_flax.generation.generate`.
 
         Shapes: input_ids (B, T) -> (B * num_return_sequences, T + n).
         """
         from gpt2_flax.generation import generate
-        return generate(self, input_ids, attention_mask, max_new_tokens=max_new_tokens,
-                        do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-                        repetition_penalty=repetition_penalty,
-                        no_repeat_ngram_size=no_repeat_ngram_size, min_new_tokens=min_new_tokens,
-                        num_beams=num_beams, length_penalty=length_penalty,
-                        early_stopping=early_stopping, num_return_sequences=num_return_sequences,
-                        eos_token_id=eos_token_id, pad_token_id=pad_token_id, key=key,
-                        streamer=streamer)
+        return generate(self, input_ids, attention_mask, generation_config, streamer=streamer,
+                        tokenizer=tokenizer, **kwargs)
 
 
 class SequenceSummary(nnx.Module):

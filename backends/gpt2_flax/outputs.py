@@ -1,12 +1,16 @@
-"""Output records with Hugging Face's field names. They are pytrees (`flax.struct`), so compiled
-functions return them; fields not requested are None."""
+"""Output records with Hugging Face's field names. They are pytrees (`flax.struct`, or
+registered dataclasses for the generation records), so compiled functions return them; fields not
+requested are None."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 from flax import struct
+
+from gpt2_core.outputs import output_class
 
 Array = jax.Array
 
@@ -55,3 +59,16 @@ class QuestionAnsweringOutput:
     hidden_states: tuple[Array, ...] | None = None
     attentions: tuple[Array, ...] | None = None
     loss: Array | None = None
+
+
+def _pytree(cls: type) -> type:
+    """Register a `gpt2_core.outputs` record as a pytree: every field a child (None: empty)."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    return jax.tree_util.register_dataclass(cls, data_fields=fields, meta_fields=[])
+
+
+# transformers' generation records, from gpt2_core's one field table (same names and order in
+# every backend): `sequences`, per-step `scores`/`logits` tuples, beams' `sequences_scores`
+# and `beam_indices`.
+GenerateDecoderOnlyOutput = _pytree(output_class("GenerateDecoderOnlyOutput", module=__name__))
+GenerateBeamDecoderOnlyOutput = _pytree(output_class("GenerateBeamDecoderOnlyOutput", module=__name__))

@@ -41,12 +41,11 @@ class _QueueStreamer:
 
 
 def _generate_kwargs(options) -> dict:
+    # the CLI's None means "off"; for GenerationConfig None means "unset" (top_k 50 when sampling)
     return dict(max_new_tokens=options.max_new_tokens, do_sample=options.do_sample,
-                temperature=options.temperature,
-                top_k=options.top_k if options.do_sample else None,
-                top_p=options.top_p if options.do_sample else None,
+                temperature=options.temperature, top_k=options.top_k or 0, top_p=options.top_p,
                 repetition_penalty=options.repetition_penalty, num_beams=options.num_beams,
-                eos_token_id=list(options.eos_token_ids), key=jax.random.key(options.seed))
+                eos_token_id=list(options.eos_token_ids), seed=options.seed)
 
 
 def generate(model: GPT2LMHeadModel, prompt_ids: list[int], options) -> Iterator[list[int]]:
