@@ -218,6 +218,22 @@ def left_padding_lengths(mask: torch.Tensor) -> torch.Tensor:
     return (mask != 0).long().argmax(-1)
 
 
+# tokenizer -> {(stop strings, V): tables}. Building reads every token's bytes (tens of seconds
+# for GPT-2's 50257 ids with gpt2_tokenizer), so each tokenizer pays it once per set of strings.
+_STOP_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _stop_tables(stop_strings: tuple[str, ...], tokenizer: Any, vocab_size: int) -> StopStringTables:
+    try:
+        known = _STOP_TABLES.setdefault(tokenizer, {})
+    except TypeError:  # not weakly referenceable: build each time
+        return StopStringTables.build(stop_strings, tokenizer, vocab_size)
+    key = (stop_strings, vocab_size)
+    if key not in known:
+        known[key] = StopStringTables.build(stop_strings, tokenizer, vocab_size)
+    return known[key]
+
+
 @dataclasses.dataclass(frozen=True)
 class StopStrings:
     """`gpt2_core.generation.StopStringTables` on the device: two gathers a step."""
@@ -227,7 +243,7 @@ class StopStrings:
 
     @classmethod
     def build(cls, plan: GenerationPlan, tokenizer: Any, device: torch.device) -> StopStrings:
-        tables = StopStringTables.build(plan.stop_strings, tokenizer, plan.vocab_size)
+        tables = _stop_tables(plan.stop_strings, tokenizer, plan.vocab_size)
         return cls(torch.from_numpy(tables.transitions).long().to(device),
                    torch.from_numpy(tables.hits).to(device))
 
