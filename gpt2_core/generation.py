@@ -18,8 +18,10 @@ num_beams in beam search), V vocabulary, n new tokens.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -57,10 +59,50 @@ def draw_seed() -> int:
 
 
 # ---- stop strings ---------------------------------------------------------------------------
+_TOKEN_BYTES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def token_bytes(tokenizer: Any, vocab_size: int) -> list[bytes]:
-    """Each id's bytes: `decode_bytes([i])` (gpt2_tokenizer), `decode_single_token_bytes(i)`
-    (tiktoken), else the UTF-8 of `decode([i])` (lossy for a partial character). Ids past the
-    tokenizer's vocabulary decode to nothing."""
+    """Each id's bytes: from a byte-level `encoder` (gpt2_tokenizer's and transformers' GPT-2
+    tokenizers: 256 lookups, then a table walk), else `decode_bytes([i])`,
+    `decode_single_token_bytes(i)` (tiktoken) or the UTF-8 of `decode([i])` (lossy for a partial
+    character) per id. Ids past the tokenizer's vocabulary decode to nothing. Kept per tokenizer
+    object (a tokenizer changed in place after a call keeps its old table)."""
+    try:
+        cached = _TOKEN_BYTES.get(tokenizer, {})
+    except TypeError:  # not weak-referenceable: no cache
+        cached = {}
+    if vocab_size not in cached:
+        cached[vocab_size] = _byte_level_table(tokenizer, vocab_size) or _per_id_bytes(tokenizer, vocab_size)
+        with contextlib.suppress(TypeError):
+            _TOKEN_BYTES[tokenizer] = cached
+    return cached[vocab_size]
+
+
+def _byte_level_table(tokenizer: Any, vocab_size: int) -> list[bytes] | None:
+    """Token bytes of a byte-level BPE vocabulary (one character per byte), or None."""
+    encoder = getattr(tokenizer, "encoder", None)
+    one = getattr(tokenizer, "decode_bytes", None)
+    if not isinstance(encoder, Mapping) or not callable(one):
+        return None
+    chars = {c for token in encoder for c in token}
+    if len(chars) > 256 or any(c not in encoder for c in chars):
+        return None
+    byte_of = {c: one([encoder[c]]) for c in chars}
+    if any(len(b) != 1 for b in byte_of.values()):
+        return None
+    out = [b""] * vocab_size
+    for token, i in encoder.items():
+        if i < vocab_size:
+            out[i] = b"".join(byte_of[c] for c in token)
+    known = set(encoder.values())
+    for i in range(min(vocab_size, len(tokenizer))):
+        if i not in known:  # special tokens
+            out[i] = one([i])
+    return out
+
+
+def _per_id_bytes(tokenizer: Any, vocab_size: int) -> list[bytes]:
     if callable(getattr(tokenizer, "decode_bytes", None)):
         one = lambda i: tokenizer.decode_bytes([i])  # noqa: E731
     elif callable(getattr(tokenizer, "decode_single_token_bytes", None)):
@@ -293,8 +335,9 @@ def _gather(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 
 def _top(x: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest along axis 1, largest first, ties to the lower index (torch.topk
-    on CPU)."""
+    """Indices of the k largest along axis 1, largest first, exact ties to the lower index.
+    (transformers uses `torch.topk`, whose order among exact ties is unspecified; in float64 the
+    reference's candidates do not tie, and the -1e9 slots that do are never returned.)"""
     return np.argsort(-x, axis=1, kind="stable")[:, :k]
 
 

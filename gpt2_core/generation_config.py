@@ -20,9 +20,12 @@ import copy
 import dataclasses
 import json
 import logging
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from gpt2_core._io import atomic_write_text
 from gpt2_core.config import GPT2Config
@@ -221,7 +224,7 @@ class GenerationConfig:
         return data
 
     def to_json_string(self) -> str:
-        return json.dumps(self.to_diff_dict(), indent=2, sort_keys=True) + "\n"
+        return json.dumps(self.to_diff_dict(), indent=2, sort_keys=True, default=_json_default) + "\n"
 
     def update(self, **kwargs: Any) -> dict[str, Any]:
         """Set the given fields; returns the keys that are not fields (as transformers)."""
@@ -248,6 +251,16 @@ class GenerationConfig:
         return f"GenerationConfig({self.to_json_string().strip()})"
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"generation config value {value!r} ({type(value).__name__}) is not JSON.")
+
+
 # ---- validation ----------------------------------------------------------------------------
 def _bad(name: str, constraint: str, value: Any, fix: str = "") -> ValueError:
     tail = f" {fix}" if fix else ""
@@ -255,7 +268,8 @@ def _bad(name: str, constraint: str, value: Any, fix: str = "") -> ValueError:
 
 
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    """Python and NumPy integers (not bools)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
 
 
 def _check_field(f: Field, v: Any) -> None:
@@ -269,10 +283,10 @@ def _check_field(f: Field, v: Any) -> None:
         raise TypeError(f"`{f.name}` must be True or False. Received: {f.name}={v!r}.")
     if f.kind == "token_id" and (not _is_int(v) or v < 0):
         raise _bad(f.name, "None or a non-negative integer", v)
-    if f.kind == "token_ids":
+    if f.kind == "token_ids":  # [] turns eos off, overriding the model config's
         ids = [v] if _is_int(v) else v
-        if not isinstance(ids, (list, tuple)) or not ids or any(not _is_int(i) or i < 0 for i in ids):
-            raise _bad(f.name, "None, a non-negative integer, or a non-empty list of them", v)
+        if not isinstance(ids, (list, tuple)) or any(not _is_int(i) or i < 0 for i in ids):
+            raise _bad(f.name, "None, a non-negative integer, or a list of them", v)
     if f.kind == "early_stopping" and v not in (True, False, "never"):
         raise _bad(f.name, "True, False or 'never'", v)
     if f.kind == "stop_strings":
@@ -452,7 +466,7 @@ def resolve(config: GPT2Config, gen: GenerationConfig, batch_size: int, prompt_l
                 f"`{name}` must lie in [0, vocab_size={V}). Received: {name}="
                 f"{ids[0] if len(ids) == 1 else list(ids)!r}. Pass an id of this model's vocabulary "
                 "(GPT-2's <|endoftext|> is 50256).")
-    bad_words = tuple(tuple(w) for w in (gen.bad_words_ids or ()))
+    bad_words = tuple(tuple(int(i) for i in w) for w in (gen.bad_words_ids or ()))
     out = sorted({i for w in bad_words for i in w if i >= V})
     if out:
         raise ValueError(f"`bad_words_ids` must hold ids in [0, vocab_size={V}). Received "
@@ -530,6 +544,7 @@ def field_table_markdown() -> str:
 
 
 def as_sequence(value: int | Sequence[int] | None) -> tuple[int, ...]:
+    """One id, several, or None, as a tuple of Python ints."""
     if value is None:
         return ()
-    return (value,) if _is_int(value) else tuple(value)
+    return (int(value),) if _is_int(value) else tuple(int(i) for i in value)
