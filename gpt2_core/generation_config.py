@@ -535,6 +535,15 @@ def bos_token_id(config: GPT2Config, gen: GenerationConfig) -> int | None:
     return bos if bos is not None and bos < config.vocab_size else None
 
 
+def checkpoint_files_of(model: Any) -> dict[str, str]:
+    """What a backend's `save_pretrained` adds to the weights: `generation_config.json` for a
+    model that generates (transformers writes it when `can_generate()`), else nothing."""
+    gen = getattr(model, "generation_config", None)
+    if not callable(getattr(model, "generate", None)) or gen is None:
+        return {}
+    return gen.checkpoint_files()
+
+
 def field_table_markdown() -> str:
     """The README's table of fields, defaults and meanings (kept in sync by a test)."""
     rows = ["| field | default when unset | meaning |", "|---|---|---|"]

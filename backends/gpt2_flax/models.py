@@ -18,7 +18,7 @@ from flax import nnx
 from gpt2_core import checkpoint
 from gpt2_core.config import GPT2Config
 from gpt2_core.constants import IGNORE_INDEX
-from gpt2_core.generation_config import GenerationConfig
+from gpt2_core.generation_config import GenerationConfig, checkpoint_files_of
 from gpt2_core.layout import summary_dim
 from gpt2_flax import weights
 from gpt2_flax.inputs import CoreInputs, finish_past, is_traced, prepare
@@ -135,9 +135,12 @@ class _GPT2Base(nnx.Module):
         config, params = checkpoint.load_pretrained(path, head=cls.head, check_finite=False,
                                                     allow_pickle=allow_pickle)
         try:
-            return cls.from_params(config, params, dtype=dtype, param_dtype=param_dtype, mesh=mesh)
+            model = cls.from_params(config, params, dtype=dtype, param_dtype=param_dtype, mesh=mesh)
         except checkpoint.CheckpointError as e:  # name the directory, not "<params>"
             raise checkpoint.CheckpointError(os.fspath(path), e.problems) from None
+        model.generation_config = GenerationConfig.for_checkpoint(
+            checkpoint.resolve_model_path(path), config)
+        return model
 
     def to_params(self) -> dict[str, np.ndarray]:
         """Canonical name -> NumPy array (checkpoint layouts)."""
@@ -148,7 +151,8 @@ class _GPT2Base(nnx.Module):
         """Write `config.json` + safetensors that `transformers` and `from_pretrained` load."""
         arch = {"base": "GPT2Model", "lm": "GPT2LMHeadModel"}.get(self.head, type(self).__name__)
         checkpoint.save_pretrained(path, self.config, self.to_params(), dtype=dtype,
-                                   max_shard_size=max_shard_size, architectures=(arch,))
+                                   max_shard_size=max_shard_size, architectures=(arch,),
+                                   extra_files=checkpoint_files_of(self))
 
     def save_state(self, directory: str | os.PathLike[str]) -> None:
         """Orbax checkpoint of the full NNX state."""

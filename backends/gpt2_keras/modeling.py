@@ -23,7 +23,7 @@ from keras import ops
 import gpt2_core
 from gpt2_core import layout
 from gpt2_core.config import GPT2Config
-from gpt2_core.generation_config import GenerationConfig
+from gpt2_core.generation_config import GenerationConfig, checkpoint_files_of
 from gpt2_core.reference import check_inputs
 from gpt2_keras import losses, outputs, weights
 from gpt2_keras.layers import Conv1D, initial_values
@@ -213,6 +213,8 @@ class GPT2PreTrainedModel(keras.Model):
         weights.load_params(model, params, source=os.fspath(path), init_missing=True,
                             loaded=frozenset(loaded),
                             non_finite=tuple(n for n in values.non_finite if n in loaded))
+        model.generation_config = GenerationConfig.for_checkpoint(
+            gpt2_core.checkpoint.resolve_model_path(path), config)
         return model
 
     @classmethod
@@ -227,7 +229,8 @@ class GPT2PreTrainedModel(keras.Model):
         """Write `config.json` and safetensors weights in the layout transformers reads."""
         gpt2_core.save_pretrained(path, self.config, weights.get_params(self), dtype=dtype,
                                   max_shard_size=max_shard_size,
-                                  architectures=(self.ARCHITECTURE,))
+                                  architectures=(self.ARCHITECTURE,),
+                                  extra_files=checkpoint_files_of(self))
 
 
 def _lm_logits(model, x):

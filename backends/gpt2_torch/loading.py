@@ -17,7 +17,7 @@ from torch import nn
 
 import gpt2_core
 from gpt2_core import GPT2Config, layout
-from gpt2_core.generation_config import GenerationConfig
+from gpt2_core.generation_config import GenerationConfig, checkpoint_files_of
 from gpt2_core.safetensors_io import release_pages
 
 logger = logging.getLogger(__name__)
@@ -118,6 +118,8 @@ class GPT2PreTrainedModel(nn.Module):
             logger.warning("Tensors %s are not in the checkpoint; they get GPT-2's init.", missing)
             _init_missing(model, missing)
         model.set_attn_implementation(attn_implementation)
+        model.generation_config = GenerationConfig.for_checkpoint(
+            gpt2_core.checkpoint.resolve_model_path(path_or_name), config)
         return model.eval()
 
     def save_pretrained(self, path: str | os.PathLike[str], *, dtype: str | None = None,
@@ -133,7 +135,8 @@ class GPT2PreTrainedModel(nn.Module):
             params[name] = t.numpy()
         gpt2_core.save_pretrained(path, self.config, params, dtype=dtype,
                                   max_shard_size=max_shard_size, layout_name=layout_name,
-                                  architectures=(self.architecture,))
+                                  architectures=(self.architecture,),
+                                  extra_files=checkpoint_files_of(self))
 
 
 def _materialise(model: nn.Module, params: dict[str, np.ndarray], dtype: torch.dtype | None,
