@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from gpt2_core.activations import ACTIVATIONS
+from gpt2_core.checks import check_label_range, check_past_shapes
 from gpt2_core.config import GPT2Config
 from gpt2_core.constants import IGNORE_INDEX, mask_value
 
@@ -182,11 +183,13 @@ def forward(config: GPT2Config, params: Mapping[str, np.ndarray], input_ids,
     """
     input_ids = np.asarray(input_ids)
     p = {k: np.asarray(v, dtype=dtype) for k, v in params.items()}
-    past_len = 0 if not past_key_values else past_key_values[0][0].shape[2]
+    rows = input_ids.shape[0] if input_ids.ndim == 2 else None  # check_inputs names a bad ndim
+    past_len = 0 if not past_key_values else check_past_shapes(config, past_key_values, rows)
     arrs = [None if a is None else np.asarray(a) for a in (attention_mask, position_ids,
                                                             token_type_ids, labels)]
     attention_mask, position_ids, token_type_ids, labels = arrs
     check_inputs(config, input_ids, attention_mask, position_ids, token_type_ids, past_len, labels)
+    check_label_range(labels, config.vocab_size)
     B, T = input_ids.shape
     if position_ids is None:
         position_ids = default_position_ids(attention_mask, past_len, B, T)

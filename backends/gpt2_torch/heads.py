@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gpt2_core import GPT2Config
+from gpt2_core.checks import NUM_LABELS_HINT, classification_problem
 from gpt2_core.constants import IGNORE_INDEX
 from gpt2_core.layout import summary_dim
 from gpt2_torch import inputs
@@ -117,7 +118,9 @@ class GPT2LMHeadModel(GenerationMixin, _HeadModel):
                                 output_attentions, output_hidden_states)
         h = out.last_hidden_state
         logits = self.lm_logits(h)
-        loss = causal_lm_loss(logits, _labels(labels, h.shape[:2], h.device))
+        labels = _labels(labels, h.shape[:2], h.device)
+        inputs.check_labels(labels, self.config.vocab_size)
+        loss = causal_lm_loss(logits, labels)
         result = CausalLMOutputWithPast(loss, logits, out.past_key_values, out.hidden_states,
                                         out.attentions)
         return result if return_dict else result.to_tuple()
@@ -194,9 +197,13 @@ class GPT2DoubleHeadsModel(_HeadModel):
         mc_token_ids = _labels(mc_token_ids, lead, h.device, "mc_token_ids")
         mc_logits = self.multiple_choice_head(h, mc_token_ids).squeeze(-1)
         mc_labels = inputs.to_tensor(mc_labels, "mc_labels", h.device)
+        # transformers' CrossEntropyLoss() for both: classes in range, -100 skipped
+        inputs.check_labels(mc_labels, lead[1], "mc_labels", "num_choices")
         mc_loss = None if mc_labels is None else F.cross_entropy(
             mc_logits.float().view(-1, mc_logits.size(-1)), mc_labels.view(-1))
-        loss = causal_lm_loss(logits, _labels(labels, h.shape[:-1], h.device))
+        labels = _labels(labels, h.shape[:-1], h.device)
+        inputs.check_labels(labels, self.config.vocab_size)
+        loss = causal_lm_loss(logits, labels)
         hidden = None if out.hidden_states is None else tuple(
             x.view(*lead, *x.shape[1:]) for x in out.hidden_states)
         result = GPT2DoubleHeadsModelOutput(loss, mc_loss, logits, mc_logits, out.past_key_values,
@@ -266,20 +273,14 @@ class GPT2ForSequenceClassification(_HeadModel):
             return None
         labels = inputs.to_tensor(labels, "labels", pooled.device, integer=False)
         N = self.config.num_labels
-        problem = self.config.problem_type
-        if problem is None:
-            if N == 1:
-                problem = "regression"
-            elif labels.dtype in (torch.long, torch.int):
-                problem = "single_label_classification"
-            else:
-                problem = "multi_label_classification"
+        problem = classification_problem(self.config, labels.dtype in (torch.long, torch.int))
         pooled = pooled.float()
         if problem == "regression":
             if N == 1:
                 return F.mse_loss(pooled.squeeze(), labels.float().squeeze())
             return F.mse_loss(pooled, labels.float())
         if problem == "single_label_classification":
+            inputs.check_labels(labels.long(), N, "labels", "num_labels", NUM_LABELS_HINT)
             return F.cross_entropy(pooled.view(-1, N), labels.long().view(-1))
         return F.binary_cross_entropy_with_logits(pooled, labels.float())
 
@@ -307,6 +308,7 @@ class GPT2ForTokenClassification(_HeadModel):
                                 output_attentions, output_hidden_states)
         logits = self.classifier(self.dropout(out.last_hidden_state))
         labels = _labels(labels, logits.shape[:2], logits.device)
+        inputs.check_labels(labels, self.config.num_labels, "labels", "num_labels", NUM_LABELS_HINT)
         loss = None if labels is None else F.cross_entropy(
             logits.float().view(-1, self.config.num_labels), labels.view(-1), ignore_index=IGNORE_INDEX)
         result = TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
@@ -335,6 +337,9 @@ class GPT2ForQuestionAnswering(_HeadModel):
         start_logits, end_logits = self.qa_outputs(out.last_hidden_state).unbind(-1)
         loss = None
         if start_positions is not None and end_positions is not None:
+            # No range check, as transformers: GPT2ForQuestionAnswering.forward
+            # (models/gpt2/modeling_gpt2.py) clamps positions to [0, T] and ignores T, so a span
+            # outside the input is skipped by the loss, not an error.
             T = start_logits.shape[1]
             s = inputs.to_tensor(start_positions, "start_positions", start_logits.device).reshape(-1)
             e = inputs.to_tensor(end_positions, "end_positions", start_logits.device).reshape(-1)

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from gpt2_core import GPT2Config
+from gpt2_core.checks import check_label_range, check_past_shapes
 from gpt2_torch.outputs import KV
 
 
@@ -85,24 +85,18 @@ def check_lengths(config: GPT2Config, B: int, T: int, past_len: int,
                              f"Received shape {tuple(arr.shape)}.")
 
 
-def check_past(config: GPT2Config, past_key_values: Sequence[KV], B: int) -> None:
-    """Every layer's key and value: (B, n_head, past, head_dim), one past length for all.
+def is_concrete(x: torch.Tensor) -> bool:
+    """True when `x`'s values may be read: not while `torch.compile`/`torch.export` or
+    `torch.jit.trace` trace (reading would break the graph or fail), nor for meta tensors."""
+    return not (torch.compiler.is_compiling() or torch.jit.is_tracing()) and x.device.type != "meta"
 
-    A value shorter than its key would otherwise be broadcast or sliced into wrong logits."""
-    if len(past_key_values) != config.n_layer:
-        raise ValueError(f"`past_key_values` must hold one (key, value) pair per layer "
-                         f"(n_layer={config.n_layer}). Received {len(past_key_values)} entries.")
-    past_len = past_key_values[0][0].shape[2] if past_key_values[0][0].ndim == 4 else None
-    for i, (k, v) in enumerate(past_key_values):
-        for name, x in (("key", k), ("value", v)):
-            shape = tuple(x.shape)
-            if (len(shape) != 4 or shape[0] != B or shape[1] != config.n_head
-                    or shape[3] != config.head_dim or shape[2] != past_len):
-                raise ValueError(
-                    f"`past_key_values[{i}]` {name} must have shape (batch={B}, n_head="
-                    f"{config.n_head}, past={past_len}, head_dim={config.head_dim}), with one past "
-                    f"length for every key and value. Received shape {shape}. Pass the "
-                    "`past_key_values` returned by the previous call unchanged.")
+
+def check_labels(labels: torch.Tensor | None, upper: int, name: str = "labels",
+                 bound: str = "vocab_size", hint: str = "") -> None:
+    """`gpt2_core.checks.check_label_range` on the host copy of eager labels (one small
+    device-to-host copy of B*T ints; skipped while tracing, where values are unknown)."""
+    if labels is not None and labels.numel() and is_concrete(labels):
+        check_label_range(labels.detach().cpu().numpy(), upper, name, bound, hint)
 
 
 def prepare(config: GPT2Config, device: torch.device, input_ids, inputs_embeds, past_key_values,
@@ -117,17 +111,17 @@ def prepare(config: GPT2Config, device: torch.device, input_ids, inputs_embeds, 
         if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != config.n_embd:
             raise ValueError(f"`inputs_embeds` must have shape (batch, seq, n_embd={config.n_embd})."
                              f" Received shape {tuple(inputs_embeds.shape)}.")
-    past = tuple((to_tensor(k, "past_key_values", device, False),
-                  to_tensor(v, "past_key_values", device, False))
-                 for k, v in past_key_values) if past_key_values else None
-    past_len = 0 if not past else past[0][0].shape[2]
     if input_ids is not None:
-        check_ids(config, input_ids, past_len)
+        check_ids(config, input_ids, 0)
         B, T = input_ids.shape
     else:
         B, T = inputs_embeds.shape[:2]
-    if past:
-        check_past(config, past, B)
+    past, past_len = None, 0
+    if past_key_values:
+        # shapes first (gpt2_core's rule): a value shorter than its key would give wrong logits
+        past_len = check_past_shapes(config, past_key_values, B)
+        past = tuple((to_tensor(k, "past_key_values", device, False),
+                      to_tensor(v, "past_key_values", device, False)) for k, v in past_key_values)
     attention_mask = to_mask(attention_mask, device)
     position_ids = to_tensor(position_ids, "position_ids", device)
     token_type_ids = to_tensor(token_type_ids, "token_type_ids", device)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from gpt2_core import GPT2Config, random_params, save_pretrained  # noqa: E402
-from gpt2_torch import GPT2LMHeadModel  # noqa: E402
+from gpt2_core import GPT2Config, random_params, reference, save_pretrained  # noqa: E402
+from gpt2_torch import (  # noqa: E402
+    GPT2DoubleHeadsModel,
+    GPT2ForQuestionAnswering,
+    GPT2ForSequenceClassification,
+    GPT2ForTokenClassification,
+    GPT2LMHeadModel,
+)
 
 CONFIG = GPT2Config(vocab_size=97, n_positions=24, n_embd=32, n_layer=2, n_head=4)
 
@@ -63,3 +71,92 @@ def test_allow_pickle_is_accepted(tmp_path):
         GPT2LMHeadModel.from_pretrained(tmp_path)
     model = GPT2LMHeadModel.from_pretrained(tmp_path, allow_pickle=True)
     np.testing.assert_array_equal(model.transformer.wte.weight.detach().numpy(), params["wte.weight"])
+
+
+def _head(cls):
+    torch.manual_seed(0)
+    return cls(dataclasses.replace(CONFIG, num_labels=3, pad_token_id=0)).eval()
+
+
+IDS = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+
+
+@pytest.mark.parametrize("bad", [97, -1, 1000])
+def test_labels_outside_vocab_are_refused(model_and_past, bad):
+    model, _ = model_and_past
+    labels = IDS.clone()
+    labels[1, 2] = bad
+    with pytest.raises(ValueError, match=rf"`labels` must lie in \[0, vocab_size=97\) or be -100.*"
+                       rf"Received out-of-range values \[{bad}\]"):
+        model(IDS, labels=labels)
+
+
+def test_labels_minus_100_and_in_range_keep_their_loss(model_and_past):
+    model, _ = model_and_past
+    labels = np.array([[5, -100, 96, 0], [-100, 10, 11, -100]])
+    with torch.no_grad():
+        loss = model(IDS, labels=torch.tensor(labels)).loss
+    ref = reference.forward(CONFIG, random_params(CONFIG, seed=1), IDS.numpy(), labels=labels).loss
+    np.testing.assert_allclose(float(loss), ref, rtol=1e-5)
+
+
+def test_labels_check_keeps_torch_compile_working(model_and_past):
+    model, _ = model_and_past
+    labels = IDS.clone()
+    with torch.no_grad():
+        eager = model(IDS, labels=labels).loss
+        torch._dynamo.reset()
+        compiled = torch.compile(model, backend="eager")(IDS, labels=labels).loss
+    torch.testing.assert_close(compiled, eager)
+
+
+def test_double_heads_labels_and_mc_labels_out_of_range():
+    model = _head(GPT2DoubleHeadsModel)
+    ids = IDS[None].expand(2, 2, 4)  # (B, nc, T)
+    with pytest.raises(ValueError, match=r"`labels` must lie in \[0, vocab_size=97\).*\[97\]"):
+        model(ids, labels=torch.full((2, 2, 4), 97))
+    with pytest.raises(ValueError, match=r"`mc_labels` must lie in \[0, num_choices=2\).*\[2\]"):
+        model(ids, mc_labels=torch.tensor([0, 2]))
+    with torch.no_grad():  # -100 is skipped, as transformers' CrossEntropyLoss()
+        out = model(ids, mc_labels=torch.tensor([1, -100]))
+    expected = torch.nn.functional.cross_entropy(out.mc_logits[:1], torch.tensor([1]))
+    torch.testing.assert_close(out.mc_loss, expected)
+
+
+def test_sequence_classification_labels_out_of_range():
+    model = _head(GPT2ForSequenceClassification)
+    with pytest.raises(ValueError, match=r"`labels` must lie in \[0, num_labels=3\).*\[3\].*num_labels"):
+        model(IDS, labels=torch.tensor([0, 3]))
+    with torch.no_grad():  # float targets (multi-label) have no range to check
+        assert torch.isfinite(model(IDS, labels=torch.tensor([[0.0, 5.0, 1.0]] * 2)).loss)
+
+
+def test_token_classification_labels_out_of_range():
+    model = _head(GPT2ForTokenClassification)
+    with pytest.raises(ValueError, match=r"`labels` must lie in \[0, num_labels=3\).*\[-7, 3\]"):
+        model(IDS, labels=torch.tensor([[0, 1, 2, 3], [-100, -7, 0, 0]]))
+    labels = torch.tensor([[0, 1, 2, -100], [-100, 2, 0, 0]])
+    with torch.no_grad():
+        out = model(IDS, labels=labels)
+    keep = labels != -100
+    expected = torch.nn.functional.cross_entropy(out.logits[keep], labels[keep])
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_question_answering_positions_outside_input_are_ignored_as_transformers():
+    model = _head(GPT2ForQuestionAnswering)
+    with torch.no_grad():
+        out = model(IDS, start_positions=torch.tensor([1, 50]), end_positions=torch.tensor([2, 50]))
+    ce = torch.nn.functional.cross_entropy
+    expected = (ce(out.start_logits[:1], torch.tensor([1])) + ce(out.end_logits[:1], torch.tensor([2]))) / 2
+    torch.testing.assert_close(out.loss, expected)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda past: 5, r"`past_key_values` must be a sequence of per-layer \(key, value\) pairs"),
+    (lambda past: [past[0], (past[1][0],)], r"`past_key_values\[1\]` must be a \(key, value\) pair"),
+])
+def test_past_key_values_structure(model_and_past, bad, match):
+    model, past = model_and_past
+    with pytest.raises(ValueError, match=match):
+        _call(model, bad(past))
