@@ -26,6 +26,7 @@ V vocab, n_stop stop strings.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -408,6 +409,22 @@ def _refuse_beams(plan: GenerationPlan) -> None:
                          f"transformers. Received: num_beams={plan.num_beams}.")
 
 
+# tokenizer -> {(stop strings, V): tables}: building walks every token's bytes, so a tokenizer
+# pays it once per set of strings (as gpt2_torch; a cached builder belongs in gpt2_core).
+_STOP_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _stop_tables(stop_strings: tuple[str, ...], tokenizer, vocab_size: int) -> StopStringTables:
+    try:
+        known = _STOP_TABLES.setdefault(tokenizer, {})
+    except TypeError:  # not weakly referenceable: build each time
+        return StopStringTables.build(stop_strings, tokenizer, vocab_size)
+    key = (stop_strings, vocab_size)
+    if key not in known:
+        known[key] = StopStringTables.build(stop_strings, tokenizer, vocab_size)
+    return known[key]
+
+
 def prepare(model, input_ids, attention_mask, generation_config, tokenizer, kwargs):
     """The spec's argument handling: merge the configs, read the prompt, resolve the plan, pick
     the seed, build the stop-string tables. Returns (ids (B, P) int32, mask, plan, seed, tables)."""
@@ -423,8 +440,7 @@ def prepare(model, input_ids, attention_mask, generation_config, tokenizer, kwar
     ids, mask = prepare_inputs(config, gen, input_ids, attention_mask)
     plan = resolve(config, gen, ids.shape[0], ids.shape[1], has_tokenizer=tokenizer is not None)
     seed = plan.seed if plan.seed is not None or not plan.do_sample else _draw_seed()
-    tables = (StopStringTables.build(plan.stop_strings, tokenizer, config.vocab_size)
-              if plan.stop_strings else None)
+    tables = _stop_tables(plan.stop_strings, tokenizer, config.vocab_size) if plan.stop_strings else None
     return ids.astype(np.int32), mask.astype(np.int32), plan, seed, tables
 
 

@@ -78,7 +78,7 @@ CASES = {
     "combined_sampling": dict(max_new_tokens=12, do_sample=True, temperature=1.3, top_k=20,
                               top_p=0.9, min_p=0.02, typical_p=0.95, repetition_penalty=1.2,
                               no_repeat_ngram_size=2, eos_token_id="EOS", seed=2 ** 40 + 7),
-    "sampling_70_steps": dict(max_new_tokens=70, do_sample=True, seed=0),
+    "sampling_70_steps": dict(max_new_tokens=70, do_sample=True, seed=0, eos_token_id=[]),  # no eos
     "sampling_return_sequences": dict(max_new_tokens=10, do_sample=True, num_return_sequences=3,
                                       seed=11, eos_token_id="EOS"),
     "beams": dict(max_new_tokens=10, num_beams=3, eos_token_id="EOS"),
