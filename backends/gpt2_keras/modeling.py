@@ -22,6 +22,7 @@ from keras import ops
 
 import gpt2_core
 from gpt2_core import layout
+from gpt2_core.checks import NUM_LABELS_HINT, check_label_range, check_past_shapes, classification_problem
 from gpt2_core.config import GPT2Config
 from gpt2_core.generation_config import GenerationConfig, checkpoint_files_of
 from gpt2_core.reference import check_inputs
@@ -50,6 +51,14 @@ def _is_concrete(x) -> bool:
 
 def _numpy(x):
     return None if x is None else np.asarray(ops.convert_to_numpy(x))
+
+
+def _pairs(past_key_values):
+    """Per-layer `(key, value)` tuples; anything else is left for `check_past_shapes` to name."""
+    try:
+        return tuple(tuple(kv) for kv in past_key_values)
+    except TypeError:
+        return past_key_values
 
 
 class GPT2PreTrainedModel(keras.Model):
@@ -160,30 +169,34 @@ class GPT2PreTrainedModel(keras.Model):
                      past_key_values=past_key_values, head_mask=head_mask, labels=labels, **extra)
         given = {k: v for k, v in given.items() if v is not None}
         if past_key_values is not None:
-            given["past_key_values"] = tuple(tuple(kv) for kv in past_key_values)
+            given["past_key_values"] = _pairs(past_key_values)
         self.check_inputs(given)
         return self.OUTPUT(**super().__call__(given, training=training, **flags))
 
     def check_inputs(self, given: dict) -> None:
-        """`gpt2_core.reference.check_inputs` on concrete inputs (graph inputs are not
-        inspectable; they are checked only by shape inside the graph)."""
+        """`gpt2_core.reference.check_inputs` and the label ranges on concrete inputs (graph
+        inputs are not inspectable: only the static shapes of `past_key_values` are checked)."""
         ids = given["input_ids"]
+        shape = tuple(ops.shape(ids))
+        past = given.get("past_key_values")
+        past_len = 0
+        if past is not None:
+            # the double-heads model's (B, nc, T) inputs run as (B * nc, T) rows
+            rows = None if None in shape[:-1] else int(np.prod(shape[:-1]))
+            past_len = check_past_shapes(self.config, past, rows)
         if not _is_concrete(ids):
             return
-        # the double-heads model's (B, nc, T) inputs are checked as (B * nc, T) rows
         flat = {k: None if given.get(k) is None else _numpy(given[k])
                 for k in ("input_ids", "attention_mask", "position_ids", "token_type_ids")}
         if flat["input_ids"].ndim == 3:
             flat = {k: None if v is None else v.reshape((-1,) + v.shape[2:]) for k, v in flat.items()}
-        ids = flat["input_ids"]
-        past = given.get("past_key_values")
-        past_len = 0 if past is None else int(ops.shape(past[0][0])[2])
-        if past is not None and len(past) != self.config.n_layer:
-            raise ValueError(f"`past_key_values` must hold one (key, value) pair per layer "
-                             f"({self.config.n_layer}). Received {len(past)} entries.")
         labels = None if self.HEAD not in ("lm", "base") else _numpy(given.get("labels"))
-        check_inputs(self.config, ids, flat["attention_mask"], flat["position_ids"],
+        check_inputs(self.config, flat["input_ids"], flat["attention_mask"], flat["position_ids"],
                      flat["token_type_ids"], past_len, labels)
+        self.check_labels(given)
+
+    def check_labels(self, given: dict) -> None:
+        """The label ranges of the head (`gpt2_core.checks.check_label_range`); concrete only."""
 
     # ---- checkpoints -------------------------------------------------------------------------
     def weight_table(self) -> list[weights.Row]:
@@ -276,6 +289,9 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
         """Shapes: (..., C) -> (..., V) float32."""
         return _lm_logits(self, x)
 
+    def check_labels(self, given: dict) -> None:
+        check_label_range(_numpy(given.get("labels")), self.config.vocab_size)
+
     def head(self, inputs, out, training):
         logits = _lm_logits(self, out["last_hidden_state"])
         labels = inputs.get("labels")
@@ -360,6 +376,12 @@ class GPT2DoubleHeadsModel(GPT2PreTrainedModel):
                      ("multiple_choice_head.summary.bias", s.bias, False)]
         return rows
 
+    def check_labels(self, given: dict) -> None:
+        # transformers' CrossEntropyLoss() for both losses: classes in range, -100 skipped
+        check_label_range(_numpy(given.get("labels")), self.config.vocab_size)
+        check_label_range(_numpy(given.get("mc_labels")), int(ops.shape(given["input_ids"])[1]),
+                          "mc_labels", "num_choices")
+
     def call(self, inputs, training=None, use_cache=False, output_hidden_states=False,
              output_attentions=False):
         if not isinstance(inputs, dict):
@@ -434,12 +456,18 @@ class GPT2ForSequenceClassification(GPT2PreTrainedModel):
                 "logits": pooled, "past_key_values": out["past_key_values"],
                 "hidden_states": out["hidden_states"], "attentions": out["attentions"]}
 
+    def check_labels(self, given: dict) -> None:
+        labels = _numpy(given.get("labels"))
+        if labels is not None and self._problem(labels) == "single_label_classification":
+            check_label_range(labels.astype(np.int64), self.config.num_labels, "labels",
+                              "num_labels", NUM_LABELS_HINT)
+
+    def _problem(self, labels) -> str:
+        return classification_problem(
+            self.config, "int" in keras.backend.standardize_dtype(labels.dtype))
+
     def loss_for(self, pooled, labels):
-        N, problem = self.config.num_labels, self.config.problem_type
-        if problem is None:
-            is_int = "int" in keras.backend.standardize_dtype(labels.dtype)
-            problem = ("regression" if N == 1 else
-                       "single_label_classification" if is_int else "multi_label_classification")
+        N, problem = self.config.num_labels, self._problem(labels)
         if problem == "regression":
             if N == 1:
                 return losses.mse(ops.reshape(pooled, (-1,)), ops.reshape(labels, (-1,)))
@@ -467,6 +495,10 @@ class GPT2ForTokenClassification(GPT2PreTrainedModel):
     def head_weight_table(self):
         return [("classifier.weight", self.classifier.weight, True),
                 ("classifier.bias", self.classifier.bias, False)]
+
+    def check_labels(self, given: dict) -> None:
+        check_label_range(_numpy(given.get("labels")), self.config.num_labels, "labels",
+                          "num_labels", NUM_LABELS_HINT)
 
     def head(self, inputs, out, training):
         h = self.dropout(out["last_hidden_state"], training=training)
@@ -499,7 +531,9 @@ class GPT2ForQuestionAnswering(GPT2PreTrainedModel):
         sp, ep = inputs.get("start_positions"), inputs.get("end_positions")
         loss = None
         if sp is not None and ep is not None:
-            T = ops.shape(start)[1]  # positions outside the input are clamped to T and ignored
+            # Positions outside the input are clamped to T and ignored, not refused: what
+            # transformers' GPT2ForQuestionAnswering.forward does (models/gpt2/modeling_gpt2.py).
+            T = ops.shape(start)[1]
             sp = ops.clip(ops.reshape(ops.cast(sp, "int32"), (-1,)), 0, T)
             ep = ops.clip(ops.reshape(ops.cast(ep, "int32"), (-1,)), 0, T)
             loss = (losses.cross_entropy(start, sp, ignore_index=T)

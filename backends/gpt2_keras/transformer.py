@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from gpt2_core.checks import check_past_shapes
 from gpt2_core.config import GPT2Config
 from gpt2_keras.layers import Block, Embedding, LayerNorm
 
@@ -70,6 +71,8 @@ class GPT2Transformer(keras.layers.Layer):
         if cache is not None:
             past_len, S = cache_index, ops.shape(cache[0][0])[2]
         else:
+            if past_key_values is not None:  # static shapes: checked in graphs too (Keras' dict path)
+                check_past_shapes(self.config, past_key_values, B if isinstance(B, int) else None)
             past_len = 0 if past_key_values is None else ops.shape(past_key_values[0][0])[2]
             S = past_len + T
         if position_ids is None:
