@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import weakref
 from typing import Any, NamedTuple
 
 import jax
@@ -210,10 +211,10 @@ def _sample(model, ids: Array, key_mask: Array, padding: Array, call: Call, *, p
     k = plan.num_return_sequences
     Tb = ids.shape[1]
     start = Tb - call.prompt_len
-    ids, padding = jnp.repeat(ids, k, 0), jnp.repeat(padding, k, 0)
-    N = ids.shape[0]
+    N = ids.shape[0] * k
     head = _head(model, N)
-    cache, logits, key_mask = _prefill(model, ids[::k], key_mask, k, head)
+    cache, logits, key_mask = _prefill(model, ids, key_mask, k, head)
+    ids, padding = jnp.repeat(ids, k, 0), jnp.repeat(padding, k, 0)
     seq = jnp.pad(ids, ((0, 0), (0, program.n_bucket)), constant_values=program.fill)  # (N, M)
     eos = jnp.asarray(plan.eos_token_ids, jnp.int32)
 
@@ -408,15 +409,37 @@ def _prompt(model, gen, input_ids: Any, attention_mask: Any) -> tuple[Any, Any]:
     return ids.astype(jnp.int32), mask.astype(jnp.int32)
 
 
-def _call(plan: GenerationPlan, tables: StopStringTables | None, stream_id: int) -> Call:
+_TABLES: dict[tuple, tuple[weakref.ref, tuple[Array, Array]]] = {}
+
+
+def _stop_tables(plan: GenerationPlan, tokenizer: Any) -> tuple[Array, Array] | None:
+    """`StopStringTables` on the device, built once per (tokenizer, stop strings): building reads
+    every token's bytes, which takes seconds for GPT-2's 50,257 tokens."""
+    if not plan.stop_strings:
+        return None
+    key = (id(tokenizer), len(tokenizer) if hasattr(tokenizer, "__len__") else None,
+           plan.stop_strings, plan.vocab_size)
+    if key in _TABLES and _TABLES[key][0]() is tokenizer:
+        return _TABLES[key][1]
+    built = StopStringTables.build(plan.stop_strings, tokenizer, plan.vocab_size)
+    tables = (jnp.asarray(built.transitions), jnp.asarray(built.hits))
+    try:
+        _TABLES[key] = (weakref.ref(tokenizer), tables)
+    except TypeError:  # a tokenizer without weak references is not cached
+        return tables
+    while len(_TABLES) > 8:
+        _TABLES.pop(next(iter(_TABLES)))
+    return tables
+
+
+def _call(plan: GenerationPlan, tables: tuple[Array, Array] | None, stream_id: int) -> Call:
     seed = (plan.seed if plan.seed is not None else draw_seed()) if plan.do_sample else 0
     return Call(
         prompt_len=jnp.asarray(plan.prompt_length, jnp.int32),
         max_new=jnp.asarray(plan.max_new_tokens, jnp.int32),
         min_new=jnp.asarray(plan.min_length - plan.prompt_length, jnp.int32),
         key=threefry.key_words(seed), stream_id=jnp.asarray(stream_id, jnp.int32),
-        transitions=None if tables is None else jnp.asarray(tables.transitions),
-        hits=None if tables is None else jnp.asarray(tables.hits))
+        transitions=None if tables is None else tables[0], hits=None if tables is None else tables[1])
 
 
 def _concrete(*values: Array, default: int) -> list[int]:
@@ -462,8 +485,7 @@ def generate(model, input_ids: Any = None, attention_mask: Any = None, generatio
     if streamer is not None and is_traced(ids):
         raise ValueError("`streamer` needs concrete `input_ids`: its callbacks cannot outlive a "
                          "trace. Call generate outside `jit` to stream.")
-    tables = (StopStringTables.build(plan.stop_strings, tokenizer, plan.vocab_size)
-              if plan.stop_strings else None)
+    tables = _stop_tables(plan, tokenizer)
     program = Program.of(plan, stream=streamer is not None)
     Tb = bucket(T0)
     bucketed = _bucketed(ids, mask, program.n_bucket)  # outside the jit: one trace per bucket

@@ -97,7 +97,9 @@ def min_length(scores: Array, step, min_new, eos_token_ids: tuple[int, ...]) -> 
 def top_k(scores: Array, k: int, min_tokens_to_keep: int = 1) -> Array:
     """Keep the tokens scoring >= the k-th best (ties at the boundary all kept)."""
     k = min(max(k, min_tokens_to_keep), scores.shape[-1])
-    kth = jax.lax.top_k(scores, k)[0][:, -1:]
+    # the min of the k best, not `[:, -1:]`: XLA CPU turns a top_k followed by a slice into a
+    # full sort of V (13 ms a step for GPT-2's vocabulary instead of 0.4 ms)
+    kth = jax.lax.top_k(scores, k)[0].min(-1, keepdims=True)
     return jnp.where(scores < kth, NEG_INF, scores)
 
 

@@ -165,6 +165,8 @@ def test_stop_strings_equal_the_reference(model):
     got = check(model, "stop_strings", dict(max_new_tokens=12, stop_strings=[stop, "zzz"]),
                 tokenizer=tok)
     assert not np.array_equal(np.asarray(got)[1], greedy[1, :got.shape[1]]), "the stop never fired"
+    check(model, "stop_strings_beams", dict(max_new_tokens=12, num_beams=2, stop_strings=stop),
+          tokenizer=tok)
 
 
 def test_streamer_receives_exactly_the_returned_tokens(model, frequent):
