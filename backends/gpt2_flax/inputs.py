@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gpt2_core.checks import check_label_range, check_past_shapes
 from gpt2_core.config import GPT2Config
 from gpt2_core.reference import check_inputs
 from gpt2_flax.modeling import KVCache, default_position_ids
@@ -86,11 +87,21 @@ def check_one_source(config: GPT2Config, input_ids, inputs_embeds) -> None:
         raise TypeError(f"`inputs_embeds` must hold floats. Received dtype {inputs_embeds.dtype}.")
 
 
-def _past_length(past_key_values, config: GPT2Config) -> int:
-    if len(past_key_values) != config.n_layer:
-        raise ValueError(f"`past_key_values` must hold one (key, value) pair per layer "
-                         f"(n_layer={config.n_layer}). Received {len(past_key_values)} entries.")
-    return int(past_key_values[0][0].shape[2])
+def check_labels(labels, upper: int, name: str = "labels", bound: str = "vocab_size",
+                 hint: str = "") -> None:
+    """`gpt2_core.checks.check_label_range` on concrete labels. Traced labels (the caller's own
+    `jit`/`grad`) cannot be read: an out-of-range one there gives a NaN loss."""
+    if labels is not None and not is_traced(labels):
+        check_label_range(np.asarray(labels), upper, name, bound, hint)
+
+
+def check_cache(config: GPT2Config, cache: KVCache, B: int) -> None:
+    """A `KVCache` passed as `past_key_values`: its buffers' static shapes, traced or not."""
+    if len(cache.keys) != len(cache.values):
+        raise ValueError(f"`past_key_values` (a KVCache) must hold as many value buffers as key "
+                         f"buffers. Received {len(cache.keys)} keys and {len(cache.values)} values."
+                         " Build it with `model.init_cache(batch_size, max_length)`.")
+    check_past_shapes(config, tuple(zip(cache.keys, cache.values)), B, "max_length")
 
 
 def prepare(config: GPT2Config, dtype, input_ids, attention_mask=None, position_ids=None,
@@ -115,6 +126,7 @@ def prepare(config: GPT2Config, dtype, input_ids, attention_mask=None, position_
     B, T = input_ids.shape
     if isinstance(past_key_values, KVCache):
         kind, cache = "cache", past_key_values
+        check_cache(config, cache, B)
         M = cache.max_length
         past_len = None if is_traced(cache.index) else int(cache.index)
         if past_len is not None and past_len + T > M:
@@ -133,10 +145,13 @@ def prepare(config: GPT2Config, dtype, input_ids, attention_mask=None, position_
         attention_mask = mask_full
     else:
         past_len = 0
-        if past_key_values:
-            past_len = _past_length(past_key_values, config)
+        # an empty tuple is no cache (as None); an array is not truth-tested but named below
+        given_past = past_key_values is not None and not (
+            isinstance(past_key_values, (tuple, list)) and not past_key_values)
+        if given_past:
+            past_len = check_past_shapes(config, past_key_values, B)
         validate(config, input_ids, attention_mask, position_ids, token_type_ids, past_len, labels)
-        if past_key_values:
+        if given_past:
             kind, cache = "tuple", KVCache.from_past(past_key_values, T, dtype)
         else:
             kind, cache = "none", KVCache.zeros(config, B, T, dtype)

@@ -16,12 +16,13 @@ import numpy as np
 from flax import nnx
 
 from gpt2_core import checkpoint
+from gpt2_core.checks import NUM_LABELS_HINT, classification_problem
 from gpt2_core.config import GPT2Config
 from gpt2_core.constants import IGNORE_INDEX
 from gpt2_core.generation_config import GenerationConfig, checkpoint_files_of
 from gpt2_core.layout import summary_dim
 from gpt2_flax import weights
-from gpt2_flax.inputs import CoreInputs, finish_past, is_traced, prepare
+from gpt2_flax.inputs import CoreInputs, check_labels, finish_past, is_traced, prepare
 from gpt2_flax.modeling import KVCache, Transformer
 from gpt2_flax.outputs import (
     BaseModelOutput,
@@ -93,6 +94,9 @@ class _GPT2Base(nnx.Module):
 
     def _init_head(self, rngs: nnx.Rngs) -> None:
         pass
+
+    def _check_labels(self, extra: dict) -> None:
+        """The head's label ranges (`gpt2_core.checks`), on concrete values only."""
 
     def _linear_head(self, n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool) -> nnx.Linear:
         return nnx.Linear(n_in, n_out, use_bias=use_bias, dtype=self.dtype,
@@ -174,6 +178,7 @@ class _GPT2Base(nnx.Module):
                                      position_ids, token_type_ids, past_key_values,
                                      extra.get("labels"), head_mask, inputs_embeds)
         extra = {**extra, "labels": labels}
+        self._check_labels(extra)
         if any(is_traced(leaf) for leaf in jax.tree.leaves((core, extra))):
             # inside the caller's own jit/grad: trace straight through (a nested nnx.jit
             # could not write the dropout RNG counters back across trace levels)
@@ -237,6 +242,9 @@ class GPT2LMHeadModel(_GPT2Base):
             wte = self.transformer.wte.embedding[...].astype(x.dtype)
             return jnp.einsum("...c,vc->...v", x, wte)  # (..., V)
         return self.lm_head(x)
+
+    def _check_labels(self, extra: dict) -> None:
+        check_labels(extra.get("labels"), self.config.vocab_size)
 
     def head_matrix(self) -> Array:
         """The LM head as a (C, V) [in, out] matrix (the transposed `wte` when tied)."""
@@ -344,6 +352,11 @@ class GPT2DoubleHeadsModel(GPT2LMHeadModel):
                          output_hidden_states, use_cache=False,
                          inputs_embeds=flat(inputs_embeds, tail=1))
 
+    def _check_labels(self, extra: dict) -> None:
+        # transformers' CrossEntropyLoss() for both losses: classes in range, -100 skipped
+        check_labels(extra.get("labels"), self.config.vocab_size)
+        check_labels(extra.get("mc_labels"), extra["choices"].shape[1], "mc_labels", "num_choices")
+
     def forward(self, core, extra, output_attentions, output_hidden_states):
         x, _, hidden, attn = self.body(core, output_attentions, output_hidden_states)
         B, nc = extra["choices"].shape
@@ -400,13 +413,18 @@ class GPT2ForSequenceClassification(_GPT2Base):
         loss = None if labels is None else self._loss(pooled, labels)
         return SequenceClassifierOutput(pooled, None, hidden, attn, loss)
 
+    def _check_labels(self, extra: dict) -> None:
+        labels = extra["cls_labels"]
+        if labels is not None and self._problem(labels) == "single_label_classification":
+            check_labels(labels if is_traced(labels) else np.asarray(labels).astype(np.int64),
+                         self.config.num_labels, "labels", "num_labels", NUM_LABELS_HINT)
+
+    def _problem(self, labels: Array) -> str:
+        return classification_problem(self.config, jnp.issubdtype(labels.dtype, jnp.integer))
+
     def _loss(self, pooled: Array, labels: Array) -> Array:
         N = self.config.num_labels
-        kind = self.config.problem_type
-        if kind is None:
-            integer = jnp.issubdtype(labels.dtype, jnp.integer)
-            kind = ("regression" if N == 1 else
-                    "single_label_classification" if integer else "multi_label_classification")
+        kind = self._problem(labels)
         pooled = pooled.astype(jnp.float32)
         if kind == "regression":
             target = labels.astype(jnp.float32)
@@ -435,6 +453,10 @@ class GPT2ForTokenClassification(_GPT2Base):
         return self._run(input_ids, attention_mask, position_ids, token_type_ids, None, head_mask,
                          {"labels": labels}, output_attentions, output_hidden_states,
                          use_cache=False, inputs_embeds=inputs_embeds)
+
+    def _check_labels(self, extra: dict) -> None:
+        check_labels(extra.get("labels"), self.config.num_labels, "labels", "num_labels",
+                     NUM_LABELS_HINT)
 
     def forward(self, core, extra, output_attentions, output_hidden_states):
         x, _, hidden, attn = self.body(core, output_attentions, output_hidden_states)
@@ -468,7 +490,9 @@ class GPT2ForQuestionAnswering(_GPT2Base):
         start, end = logits[..., 0], logits[..., 1]
         loss = None
         if extra["start_positions"] is not None and extra["end_positions"] is not None:
-            T = start.shape[1]  # positions outside the input are clamped to T and ignored
+            # Positions outside the input are clamped to T and ignored, not refused: what
+            # transformers' GPT2ForQuestionAnswering.forward does (models/gpt2/modeling_gpt2.py).
+            T = start.shape[1]
 
             def span_loss(lg, pos):
                 pos = jnp.clip(jnp.asarray(pos).reshape(-1), 0, T)
