@@ -33,6 +33,7 @@ from gpt2_core.generation_config import (
     GenerationConfig,
     GenerationPlan,
     bos_token_id,
+    check_streamer,
     merge,
     resolve,
     start_ids,
@@ -60,6 +61,7 @@ def draw_seed() -> int:
 
 # ---- stop strings ---------------------------------------------------------------------------
 _TOKEN_BYTES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_STOP_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def token_bytes(tokenizer: Any, vocab_size: int) -> list[bytes]:
@@ -168,6 +170,22 @@ class StopStringTables:
             transitions[s, :m + 1], hits[s, :m + 1] = state, hit
         return cls(transitions, hits)
 
+    @classmethod
+    def cached(cls, stop_strings: Sequence[str], tokenizer: Any, vocab_size: int) -> StopStringTables:
+        """`build`, kept per tokenizer object and (stop strings, V): a generate call reuses the
+        tables of the last calls with the same tokenizer (a tokenizer changed in place keeps its
+        old tables)."""
+        key = (tuple(stop_strings), vocab_size)
+        try:
+            known = _STOP_TABLES.setdefault(tokenizer, {})
+        except TypeError:  # not weak-referenceable: build each time
+            return cls.build(stop_strings, tokenizer, vocab_size)
+        if key not in known:
+            if len(known) >= 8:
+                known.pop(next(iter(known)))
+            known[key] = cls.build(stop_strings, tokenizer, vocab_size)
+        return known[key]
+
     def step(self, state: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """state (N, n_stop), tokens (N,) -> new state (N, n_stop), hit (N,)."""
         s = np.arange(self.transitions.shape[0])[None, :]
@@ -231,13 +249,11 @@ def generate(config: GPT2Config, params: Mapping[str, np.ndarray], input_ids: An
     ids, mask = prepare_inputs(config, gen, input_ids, attention_mask)
     plan = resolve(config, gen, ids.shape[0], ids.shape[1], has_tokenizer=tokenizer is not None)
     seed = plan.seed if plan.seed is not None or not plan.do_sample else draw_seed()
-    tables = (StopStringTables.build(plan.stop_strings, tokenizer, config.vocab_size)
+    tables = (StopStringTables.cached(plan.stop_strings, tokenizer, config.vocab_size)
               if plan.stop_strings else None)
     model = _Model(config, params)
+    check_streamer(streamer, plan)
     if plan.num_beams > 1:
-        if streamer is not None:
-            raise ValueError("`streamer` cannot be used with beam search (num_beams > 1), as in "
-                             f"transformers. Received: num_beams={plan.num_beams}.")
         return beam_search(model, ids, mask, plan, seed, tables)
     return sample(model, ids, mask, plan, seed, tables, streamer)
 

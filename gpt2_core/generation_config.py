@@ -247,6 +247,11 @@ class GenerationConfig:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, GenerationConfig) and self.to_dict() == other.to_dict()
 
+    def __hash__(self) -> int:
+        # transformers hashes its GenerationConfig by its JSON too; Flax NNX needs a module's
+        # static attributes hashable. Do not mutate a config while it is a dict key.
+        return hash(self.to_json_string())
+
     def __repr__(self) -> str:
         return f"GenerationConfig({self.to_json_string().strip()})"
 
@@ -514,6 +519,23 @@ def resolve(config: GPT2Config, gen: GenerationConfig, batch_size: int, prompt_l
         eos_token_ids=eos_ids, pad_token_id=-1 if pad is None else pad, bos_token_id=bos,
         stop_strings=stop_strings, output_scores=output_scores, output_logits=output_logits,
         return_dict_in_generate=pick("return_dict_in_generate"), seed=gen.seed, vocab_size=V)
+
+
+def check_streamer(streamer: Any, plan: GenerationPlan) -> None:
+    """A streamer has transformers' protocol (`put`, `end`) and is not used with beams."""
+    if streamer is None:
+        return
+    if not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
+        raise TypeError("`streamer` must have `put(value)` and `end()` methods, like transformers' "
+                        f"TextStreamer. Received: {type(streamer).__name__}.")
+    check_streaming(plan)
+
+
+def check_streaming(plan: GenerationPlan) -> None:
+    """Streaming (a streamer, or a backend's step iterator) is greedy or sampled decoding only."""
+    if plan.num_beams > 1:
+        raise ValueError("`streamer` cannot be used with beam search (num_beams > 1), as in "
+                         f"transformers. Received: num_beams={plan.num_beams}.")
 
 
 def start_ids(plan_bos: int | None, vocab_size: int) -> list[list[int]]:

@@ -37,7 +37,7 @@ from flax import nnx
 from jax.experimental import io_callback
 
 from gpt2_core.generation import BEAM_NEG, StopStringTables, Streamer, draw_seed, output_fill, prepare_inputs
-from gpt2_core.generation_config import GenerationPlan, merge, resolve, start_ids
+from gpt2_core.generation_config import GenerationPlan, check_streamer, merge, resolve, start_ids
 from gpt2_core.sampling import active_processors
 from gpt2_flax import processors, threefry
 from gpt2_flax.inputs import is_traced
@@ -221,7 +221,9 @@ def _sample(model, ids: Array, key_mask: Array, padding: Array, call: Call, *, p
     def body(st: SampleState) -> SampleState:
         state = ProcessorState(st.seq, start, Tb + st.step, padding, st.step, call.min_new)
         scores = processors.apply(st.logits, state, plan, program.processors)
-        tokens = jnp.where(st.unfinished, _choose(scores, plan, call.key, st.step), program.fill)
+        tokens = _choose(scores, plan, call.key, st.step)
+        if plan.eos_token_ids:  # finished rows are padded when eos ends rows, as in transformers
+            tokens = jnp.where(st.unfinished, tokens, program.fill)
         if program.stream:  # ordered: the host sees the steps in order, each as it is chosen
             io_callback(_stream_tokens, None, call.stream_id, tokens, ordered=True)
         unfinished = st.unfinished & ~jnp.isin(tokens, eos) if plan.eos_token_ids else st.unfinished
@@ -421,7 +423,7 @@ def _stop_tables(plan: GenerationPlan, tokenizer: Any) -> tuple[Array, Array] | 
            plan.stop_strings, plan.vocab_size)
     if key in _TABLES and _TABLES[key][0]() is tokenizer:
         return _TABLES[key][1]
-    built = StopStringTables.build(plan.stop_strings, tokenizer, plan.vocab_size)
+    built = StopStringTables.cached(plan.stop_strings, tokenizer, plan.vocab_size)
     tables = (jnp.asarray(built.transitions), jnp.asarray(built.hits))
     try:
         _TABLES[key] = (weakref.ref(tokenizer), tables)
@@ -479,9 +481,7 @@ def generate(model, input_ids: Any = None, attention_mask: Any = None, generatio
     ids, mask = _prompt(model, gen, input_ids, attention_mask)
     B, T0 = ids.shape
     plan = resolve(model.config, gen, B, T0, has_tokenizer=tokenizer is not None)
-    if streamer is not None and plan.num_beams > 1:
-        raise ValueError("`streamer` cannot be used with beam search (num_beams > 1), as in "
-                         f"transformers. Received: num_beams={plan.num_beams}.")
+    check_streamer(streamer, plan)
     if streamer is not None and is_traced(ids):
         raise ValueError("`streamer` needs concrete `input_ids`: its callbacks cannot outlive a "
                          "trace. Call generate outside `jit` to stream.")

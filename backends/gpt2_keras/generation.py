@@ -26,7 +26,6 @@ V vocab, n_stop stop strings.
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -35,7 +34,14 @@ import numpy as np
 from keras import ops
 
 from gpt2_core.generation import StopStringTables, prepare_inputs
-from gpt2_core.generation_config import GenerationConfig, GenerationPlan, merge, resolve
+from gpt2_core.generation_config import (
+    GenerationConfig,
+    GenerationPlan,
+    check_streamer,
+    check_streaming,
+    merge,
+    resolve,
+)
 from gpt2_core.outputs import GenerateDecoderOnlyOutput
 from gpt2_keras import processors, threefry
 from gpt2_keras.transformer import empty_cache
@@ -159,7 +165,8 @@ def decode_step(model, plan: GenerationPlan, head, P_b, args: LoopArgs, st: Deco
     inputs = processors.ProcessorInputs(st.tokens, args.start, st.cur, step, st.seen)
     scores = processors.process(st.logits, plan, inputs)
     tok = choose(scores, plan, args.key, step)
-    tok = ops.where(st.done, plan.pad_token_id, tok)  # finished rows are padded, as in transformers
+    if plan.eos_token_ids:  # finished rows are padded when eos ends rows, as in transformers
+        tok = ops.where(st.done, plan.pad_token_id, tok)
     tokens = ops.slice_update(st.tokens, [0, st.cur], tok[:, None])
     mask = ops.slice_update(st.mask, [0, st.cur], ops.ones((N, 1), "int32"))
     eos = ops.array(plan.eos_token_ids or (-1,), "int32")
@@ -394,37 +401,6 @@ def _encode_prompts(prompts, tokenizer, config, gen: GenerationConfig):
     return ids, mask
 
 
-def _check_streamer(streamer, plan: GenerationPlan) -> None:
-    if streamer is None:
-        return
-    if not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
-        raise TypeError("`streamer` must have `put(value)` and `end()` methods, like transformers' "
-                        f"TextStreamer. Received: {type(streamer).__name__}.")
-    _refuse_beams(plan)
-
-
-def _refuse_beams(plan: GenerationPlan) -> None:
-    if plan.num_beams > 1:
-        raise ValueError("`streamer` cannot be used with beam search (num_beams > 1), as in "
-                         f"transformers. Received: num_beams={plan.num_beams}.")
-
-
-# tokenizer -> {(stop strings, V): tables}: building walks every token's bytes, so a tokenizer
-# pays it once per set of strings (as gpt2_torch; a cached builder belongs in gpt2_core).
-_STOP_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _stop_tables(stop_strings: tuple[str, ...], tokenizer, vocab_size: int) -> StopStringTables:
-    try:
-        known = _STOP_TABLES.setdefault(tokenizer, {})
-    except TypeError:  # not weakly referenceable: build each time
-        return StopStringTables.build(stop_strings, tokenizer, vocab_size)
-    key = (stop_strings, vocab_size)
-    if key not in known:
-        known[key] = StopStringTables.build(stop_strings, tokenizer, vocab_size)
-    return known[key]
-
-
 def prepare(model, input_ids, attention_mask, generation_config, tokenizer, kwargs):
     """The spec's argument handling: merge the configs, read the prompt, resolve the plan, pick
     the seed, build the stop-string tables. Returns (ids (B, P) int32, mask, plan, seed, tables)."""
@@ -440,7 +416,8 @@ def prepare(model, input_ids, attention_mask, generation_config, tokenizer, kwar
     ids, mask = prepare_inputs(config, gen, input_ids, attention_mask)
     plan = resolve(config, gen, ids.shape[0], ids.shape[1], has_tokenizer=tokenizer is not None)
     seed = plan.seed if plan.seed is not None or not plan.do_sample else _draw_seed()
-    tables = _stop_tables(plan.stop_strings, tokenizer, config.vocab_size) if plan.stop_strings else None
+    tables = (StopStringTables.cached(plan.stop_strings, tokenizer, config.vocab_size)
+              if plan.stop_strings else None)
     return ids.astype(np.int32), mask.astype(np.int32), plan, seed, tables
 
 
@@ -450,7 +427,7 @@ def stream_tokens(model, input_ids=None, attention_mask=None, generation_config=
     finished rows); stops when every row has finished. For command-line streaming."""
     ids, mask, plan, seed, tables = prepare(model, input_ids, attention_mask, generation_config,
                                             tokenizer, kwargs)
-    _refuse_beams(plan)
+    check_streaming(plan)
     _, prompt, mask_buf, _, args, stop0 = sample_inputs(ids, mask, plan, seed, tables)
     for _, tok in stream(model, plan, prompt, mask_buf, args, stop0):
         yield tok
@@ -479,7 +456,7 @@ def generate(model, input_ids=None, attention_mask=None, generation_config=None,
     strings = _string_prompts(input_ids)
     ids, mask, plan, seed, tables = prepare(model, input_ids, attention_mask, generation_config,
                                             tokenizer, kwargs)
-    _check_streamer(streamer, plan)
+    check_streamer(streamer, plan)
     if plan.num_beams > 1:
         out = beam_search.beam_search(model, ids, mask, plan, seed, tables)
     else:

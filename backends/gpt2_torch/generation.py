@@ -24,7 +24,14 @@ import torch
 import torch.nn.functional as F
 
 from gpt2_core.generation import BEAM_NEG, StopStringTables, output_fill, prepare_inputs
-from gpt2_core.generation_config import GenerationConfig, GenerationPlan, merge, resolve
+from gpt2_core.generation_config import (
+    GenerationConfig,
+    GenerationPlan,
+    check_streamer,
+    check_streaming,
+    merge,
+    resolve,
+)
 from gpt2_core.outputs import output_class
 from gpt2_core.threefry import MASK32, key_words
 from gpt2_torch import inputs, processors, threefry
@@ -120,10 +127,8 @@ class GenerationMixin:
         job = self._prepare_generation(input_ids, attention_mask, generation_config, tokenizer,
                                        compile, kwargs)
         plan = job.plan
+        check_streamer(streamer, plan)
         if plan.num_beams > 1:
-            if streamer is not None:
-                raise ValueError("`streamer` cannot be used with beam search (num_beams > 1), as "
-                                 f"in transformers. Received: num_beams={plan.num_beams}.")
             return beam_search(self, job)
         ids = job.ids.repeat_interleave(plan.num_return_sequences, 0)
         if streamer is not None:
@@ -153,10 +158,7 @@ class GenerationMixin:
         Shapes: input_ids (B, T0) -> each step's `token_ids` (B * num_return_sequences,)."""
         job = self._prepare_generation(input_ids, attention_mask, generation_config, tokenizer,
                                        compile, kwargs)
-        if job.plan.num_beams > 1:
-            raise ValueError("`stream_generate` yields one token per row and step, so it cannot "
-                             f"run beam search. Received: num_beams={job.plan.num_beams}. Use "
-                             "`generate` for beams.")
+        check_streaming(job.plan)
         rows: list[list[int]] = [[] for _ in range(job.plan.expanded_batch)]
         texts = ["" for _ in rows]
         for step in decode_tokens(self, job):
@@ -218,22 +220,6 @@ def left_padding_lengths(mask: torch.Tensor) -> torch.Tensor:
     return (mask != 0).long().argmax(-1)
 
 
-# tokenizer -> {(stop strings, V): tables}. Building reads every token's bytes (tens of seconds
-# for GPT-2's 50257 ids with gpt2_tokenizer), so each tokenizer pays it once per set of strings.
-_STOP_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _stop_tables(stop_strings: tuple[str, ...], tokenizer: Any, vocab_size: int) -> StopStringTables:
-    try:
-        known = _STOP_TABLES.setdefault(tokenizer, {})
-    except TypeError:  # not weakly referenceable: build each time
-        return StopStringTables.build(stop_strings, tokenizer, vocab_size)
-    key = (stop_strings, vocab_size)
-    if key not in known:
-        known[key] = StopStringTables.build(stop_strings, tokenizer, vocab_size)
-    return known[key]
-
-
 @dataclasses.dataclass(frozen=True)
 class StopStrings:
     """`gpt2_core.generation.StopStringTables` on the device: two gathers a step."""
@@ -243,7 +229,7 @@ class StopStrings:
 
     @classmethod
     def build(cls, plan: GenerationPlan, tokenizer: Any, device: torch.device) -> StopStrings:
-        tables = _stop_tables(plan.stop_strings, tokenizer, plan.vocab_size)
+        tables = StopStringTables.cached(plan.stop_strings, tokenizer, plan.vocab_size)
         return cls(torch.from_numpy(tables.transitions).long().to(device),
                    torch.from_numpy(tables.hits).to(device))
 
@@ -415,7 +401,8 @@ def decode_tokens(model, job: GenerationJob) -> Iterator[DecodedStep]:
         scores = processors.apply(logits, ProcessorState(st.seq[:, :cur], padding, step,
                                                          plan.eos_token_ids), plan, fns)
         tokens = scores.argmax(-1) if noise is None else noise.sample(scores, step, plan.top_k)
-        tokens = torch.where(st.unfinished, tokens, plan.pad_token_id)
+        if eos.numel():  # finished rows are padded when eos ends rows, as in transformers
+            tokens = torch.where(st.unfinished, tokens, plan.pad_token_id)
         st.seq[:, cur] = tokens
         yield DecodedStep(tokens, scores, logits)
         st.unfinished &= ~torch.isin(tokens, eos)

@@ -292,6 +292,9 @@ def generation_cases() -> list[Case]:
         _gen("stop_strings.greedy", oracles=(), compiled=True, max_new_tokens=16,
              stop_strings=STOP_STRINGS, eos_token_id=EOS_PAIR[0]),
         _gen("stop_strings.beam", oracles=(), num_beams=2, max_new_tokens=10, stop_strings=["Y#"]),
+        # without eos, a row a stop string ended keeps its real tokens (transformers pads only
+        # when eos ends rows)
+        _gen("stop_strings.no_eos", oracles=(), max_new_tokens=12, stop_strings=["##"]),
         _gen("streamer.greedy", oracles=(), max_new_tokens=12, eos_token_id=EOS, stream=True),
         _gen("streamer.sample", oracles=(), do_sample=True, seed=9, max_new_tokens=12, stream=True),
         # errors: every subject must raise the same exception type

@@ -95,7 +95,8 @@ def generation_arrays(adapter, case: C.Case, model, config: GPT2Config) -> dict[
         tokenizer = GPT2Tokenizer.from_pretrained()  # the bundled GPT-2 vocabulary
     prompt = C.make_generation_prompt(config, case.recipe)
     try:
-        arrays = adapter.generation(model, prompt, kwargs, tokenizer=tokenizer, streamer=stream)
+        arrays = adapter.generation(model, prompt, kwargs, tokenizer=tokenizer, streamer=stream,
+                                    compiled=case.compiled)
     except ERRORS as e:
         code = next(i for i, cls in enumerate(ERRORS, 1) if isinstance(e, cls))
         return {"generated.raised": np.array([code])}

@@ -224,7 +224,19 @@ def test_input_errors_raise_unchanged(model):
     with pytest.raises(ValueError, match="at least one token per row"):
         model.generate(np.zeros((1, 0), np.int32))
     with pytest.raises(ValueError, match="`streamer` cannot be used with beam search"):
-        model.generate(np.array([[5, 6]]), num_beams=2, streamer=object())
+        model.generate(np.array([[5, 6]]), num_beams=2, streamer=_Quiet())
+    with pytest.raises(TypeError, match="`streamer` must have `put"):
+        model.generate(np.array([[5, 6]]), streamer=object())
+
+
+class _Quiet:
+    """A streamer that ignores what it gets."""
+
+    def put(self, value) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
 
 
 def test_every_model_has_a_generation_config(tmp_path):

@@ -38,9 +38,10 @@ class Adapter(Protocol):
         """Greedy ids, prompt included: (B, T + new)."""
 
     def generation(self, model: Any, inputs: Arrays, kwargs: dict[str, Any], *, tokenizer: Any,
-                   streamer: Any) -> Arrays:
+                   streamer: Any, compiled: bool = False) -> Arrays:
         """`model.generate(input_ids, attention_mask, tokenizer=, streamer=, **kwargs)` as
-        `generation_outputs` arrays."""
+        `generation_outputs` arrays. `compiled`: run the backend's compiled loop where it has
+        an eager one too (a case marked `compiled`)."""
 
     def save(self, model: Any, path: str) -> None:
         """`save_pretrained(path)`."""

@@ -60,7 +60,7 @@ class FlaxAdapter:
         return _np(ids)
 
     def generation(self, model, inputs: Arrays, kwargs: dict[str, Any], *, tokenizer: Any,
-                   streamer: Any) -> Arrays:
+                   streamer: Any, compiled: bool = False) -> Arrays:
         out = model.generate(inputs["input_ids"], attention_mask=inputs["attention_mask"],
                              tokenizer=tokenizer, streamer=streamer, **kwargs)
         return generation_outputs(out, _np)

@@ -21,7 +21,7 @@ from gpt2_conformance.adapters.base import (  # noqa: E402
     generation_outputs,
     output_arrays,
 )
-from gpt2_keras import processors  # noqa: E402
+from gpt2_keras import generation, processors  # noqa: E402
 
 # Full float32 matmuls: TF32 would move logits by ~1e-3 on Ampere+ GPUs.
 tf.config.experimental.enable_tensor_float_32_execution(False)
@@ -66,9 +66,15 @@ class KerasAdapter:
         return np.asarray(_np(ids) if not isinstance(ids, np.ndarray) else ids)
 
     def generation(self, model, inputs: Arrays, kwargs: dict[str, Any], *, tokenizer: Any,
-                   streamer: Any) -> Arrays:
-        out = model.generate(inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                             tokenizer=tokenizer, streamer=streamer, **kwargs)
+                   streamer: Any, compiled: bool = False) -> Arrays:
+        # XLA for the cases marked `compiled`; the others run the same loop as a plain graph
+        # function (quicker to build: one XLA compile per processor set would dominate the run).
+        generation.JIT_COMPILE = compiled
+        try:
+            out = model.generate(inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                                 tokenizer=tokenizer, streamer=streamer, **kwargs)
+        finally:
+            generation.JIT_COMPILE = True
         return generation_outputs(out, _np)
 
     def save(self, model, path: str) -> None:

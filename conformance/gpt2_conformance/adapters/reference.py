@@ -106,7 +106,7 @@ class ReferenceAdapter:
                                    inputs["attention_mask"], max_new_tokens=max_new_tokens)
 
     def generation(self, model: Model, inputs: Arrays, kwargs: dict[str, Any], *, tokenizer: Any,
-                   streamer: Any) -> Arrays:
+                   streamer: Any, compiled: bool = False) -> Arrays:
         out = generation.generate(model.config, model.params, inputs["input_ids"],
                                   inputs["attention_mask"], tokenizer=tokenizer, streamer=streamer,
                                   **kwargs)

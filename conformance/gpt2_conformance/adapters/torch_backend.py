@@ -69,10 +69,10 @@ class TorchAdapter:
         return _np(ids)
 
     def generation(self, model, inputs: Arrays, kwargs: dict[str, Any], *, tokenizer: Any,
-                   streamer: Any) -> Arrays:
+                   streamer: Any, compiled: bool = False) -> Arrays:
         with torch.no_grad():
             out = model.generate(_t(inputs["input_ids"]), attention_mask=_t(inputs["attention_mask"]),
-                                 tokenizer=tokenizer, streamer=streamer, **kwargs)
+                                 tokenizer=tokenizer, streamer=streamer, compile=compiled, **kwargs)
         return generation_outputs(out, _np)
 
     def save(self, model, path: str) -> None:

@@ -28,7 +28,7 @@ class TransformersAdapter:
         return transformers.GPT2LMHeadModel.from_pretrained(path, attn_implementation="eager").eval()
 
     def generation(self, model, inputs: Arrays, kwargs: dict[str, Any], *, tokenizer: Any,
-                   streamer: Any) -> Arrays:
+                   streamer: Any, compiled: bool = False) -> Arrays:
         if tokenizer is not None or streamer is not None:
             raise ValueError("The transformers subject runs cases without tokenizer or streamer.")
         with torch.no_grad():
