@@ -94,8 +94,19 @@ def choose(scores, plan: GenerationPlan, key, step):
     noise (the spec's `choose`)."""
     if plan.do_sample:
         N, V = ops.shape(scores)[0], ops.shape(scores)[1]
-        scores = scores + threefry.gumbel(key, step, N, V)
+        return first_argmax(scores + threefry.gumbel(key, step, N, V))
     return ops.cast(ops.argmax(scores, axis=-1), "int32")
+
+
+def first_argmax(x):
+    """(N, V) -> (N,) int32: the first index of each row's maximum, as `argmax`, computed as a
+    max and then a min over the indices holding it. XLA:CPU on TensorFlow fuses the Threefry
+    noise into `argmax`'s (value, index) reduction and its compile then runs for minutes; two
+    single-output reductions compile in a second (measured with TF 2.21)."""
+    V = ops.shape(x)[1]
+    top = ops.max(x, axis=-1, keepdims=True)
+    index = ops.where(x == top, ops.arange(V, dtype="int32")[None, :], V)
+    return ops.min(index, axis=-1)
 
 
 def stop_step(args: LoopArgs, state, tokens):

@@ -8,13 +8,18 @@ Bugs (each a mistake a port of GPT-2 really makes):
     no_inverse_scale   `scale_attn_by_inverse_layer_idx` ignored
     position_shift     default position ids cumsum(mask) instead of cumsum(mask) - 1
     c_proj_transposed  attention `c_proj` weights loaded without the Conv1D layout ([out, in])
+    penalise_padding   the repetition penalty counts a row's left padding
+    ignore_config_pad  finished rows get the first eos id when the pad id comes from the config
+    eos_fill           finished rows get the first eos id instead of the pad id
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-BUGS = ("ln_eps", "gelu_exact", "no_inverse_scale", "position_shift", "c_proj_transposed")
+BUGS = ("ln_eps", "gelu_exact", "no_inverse_scale", "position_shift", "c_proj_transposed",
+        "penalise_padding", "ignore_config_pad", "eos_fill")
+GENERATION_BUGS = ("penalise_padding", "ignore_config_pad", "eos_fill")
 WRONG_EPS = 1e-3
 
 
@@ -46,7 +51,9 @@ def _plant_torch(adapter, bug: str) -> None:
 
     from gpt2_torch import inputs, modeling
 
-    if bug == "ln_eps":
+    if bug in GENERATION_BUGS:
+        _plant_torch_generation(bug)
+    elif bug == "ln_eps":
         def edit(model):
             for m in model.modules():
                 if isinstance(m, torch.nn.LayerNorm):
@@ -78,6 +85,25 @@ def _plant_torch(adapter, bug: str) -> None:
         _after_load(adapter, edit)
 
 
+def _plant_torch_generation(bug: str) -> None:
+    import dataclasses
+
+    from gpt2_torch import generation, processors
+
+    if bug == "penalise_padding":
+        processors.PROCESSORS["repetition_penalty"] = (
+            lambda s, st, g: processors.repetition_penalty(s, st.ids, g.repetition_penalty))
+        return
+    resolve = generation.resolve
+
+    def planted(config, gen, *args, **kwargs):
+        plan = resolve(config, gen, *args, **kwargs)
+        if plan.eos_token_ids and (bug == "eos_fill" or gen.pad_token_id is None):
+            plan = dataclasses.replace(plan, pad_token_id=plan.eos_token_ids[0])
+        return plan
+    generation.resolve = planted
+
+
 def _plant_numpy(adapter, bug: str) -> None:
     from gpt2_core import activations, config, reference
 
@@ -107,4 +133,4 @@ def _plant_numpy(adapter, bug: str) -> None:
         _after_load(adapter, edit)
 
 
-__all__ = ["BUGS", "apply"]
+__all__ = ["BUGS", "GENERATION_BUGS", "apply"]

@@ -50,3 +50,23 @@ def test_compiled_cases_share_one_static_shape():
     compiled = [c for c in C.generation_cases() if c.compiled]
     assert 1 <= len(compiled) <= 6
     assert {dict(c.arg).get("max_new_tokens") for c in compiled} <= {16, 64}
+
+
+# planted bug -> (the case that must fail on its tokens, the case that must still pass)
+GENERATION_PLANTS = {
+    "penalise_padding": ("greedy.repetition_penalty", "greedy.no_repeat_ngram"),
+    "ignore_config_pad": ("greedy.pad_from_config", "greedy.several_eos"),
+    "eos_fill": ("greedy.several_eos", "greedy.64_steps"),
+}
+
+
+@pytest.mark.parametrize("bug", sorted(GENERATION_PLANTS))
+def test_planted_generation_bug_is_caught_and_named(bug, workdir):
+    pytest.importorskip("gpt2_torch")
+    fails, passes = (f"generation.{c}" for c in GENERATION_PLANTS[bug])
+    result = run_suite(["torch"], ["tiny"], only=f"{fails},{passes}", workdir=workdir,
+                       plant={"torch": bug})
+    cell = result.cells[fails]["reference~torch"]
+    assert cell.status == "FAIL"
+    assert any(f"case {fails}, pair reference~torch, tensor generated:" in m for m in cell.details), cell.details
+    assert result.cells[passes]["reference~torch"].status == "PASS"

@@ -157,3 +157,19 @@ def test_xla_beam_search_matches_transformers_and_does_not_retrace(tmp_path):
                                    pad_token_id=config.pad_token_id, **kw).numpy()
         np.testing.assert_array_equal(got, want)
     assert ours._generate_traces == 1  # the second prompt length reused the compiled search
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(top_k=0, temperature=0.8), dict(num_beams=2)],
+                         ids=["default_top_k", "no_top_k", "beam_sampling"])
+def test_xla_sampling_compiles_and_matches_the_reference(kw):
+    """Sampling under XLA (the default on TensorFlow): the Threefry noise feeding the token pick
+    compiles in seconds, and the tokens are the reference's for the same seed."""
+    from gpt2_core import generation, random_params
+
+    config = GPT2Config(vocab_size=96, n_positions=64, n_embd=32, n_layer=2, n_head=4)
+    params = random_params(config, seed=3, scale=0.2)
+    model = GPT2LMHeadModel.from_params(config, params)
+    ids = np.random.default_rng(1).integers(0, 96, (2, 6))
+    got = model.generate(ids, do_sample=True, seed=11, max_new_tokens=12, **kw)
+    want = generation.generate(config, params, ids, do_sample=True, seed=11, max_new_tokens=12, **kw)
+    np.testing.assert_array_equal(np.asarray(got), want)
