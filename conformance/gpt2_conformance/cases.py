@@ -257,6 +257,9 @@ def generation_cases() -> list[Case]:
         _gen("greedy.pad_from_config", model="gen_config_pad", max_new_tokens=16),
         _gen("greedy.repetition_penalty", max_new_tokens=16, repetition_penalty=1.5),
         _gen("greedy.repetition_penalty_below_one", max_new_tokens=16, repetition_penalty=0.7),
+        # the left padding holds the ids the model picks most: penalising it changes the tokens
+        _gen("greedy.repetition_penalty_skips_padding", recipe="padding_holds_favourites",
+             max_new_tokens=16, repetition_penalty=3.0),
         _gen("greedy.no_repeat_ngram", max_new_tokens=16, no_repeat_ngram_size=2),
         _gen("greedy.bad_words", max_new_tokens=16, bad_words_ids=[[92], [2, 2], [EOS]],
              eos_token_id=EOS),
@@ -309,7 +312,10 @@ def generation_cases() -> list[Case]:
 def make_generation_prompt(config: GPT2Config, recipe: str) -> dict[str, np.ndarray]:
     if recipe == "empty_prompt":
         return {"input_ids": np.zeros((1, 0), np.int64), "attention_mask": np.zeros((1, 0), np.int64)}
-    return make_prompt(config)
+    prompt = make_prompt(config)
+    if recipe == "padding_holds_favourites":  # row 1's three padding slots hold 2, 32 and 56
+        prompt["input_ids"][1, :3] = [2, 32, 56]
+    return prompt
 
 
 # ---- the case lists ------------------------------------------------------------------------

@@ -98,7 +98,8 @@ def _plant_torch_generation(bug: str) -> None:
 
     def planted(config, gen, *args, **kwargs):
         plan = resolve(config, gen, *args, **kwargs)
-        if plan.eos_token_ids and (bug == "eos_fill" or gen.pad_token_id is None):
+        from_config = config.pad_token_id is not None and plan.pad_token_id == config.pad_token_id
+        if plan.eos_token_ids and (bug == "eos_fill" or from_config):
             plan = dataclasses.replace(plan, pad_token_id=plan.eos_token_ids[0])
         return plan
     generation.resolve = planted

@@ -54,7 +54,7 @@ def test_compiled_cases_share_one_static_shape():
 
 # planted bug -> (the case that must fail on its tokens, the case that must still pass)
 GENERATION_PLANTS = {
-    "penalise_padding": ("greedy.repetition_penalty", "greedy.no_repeat_ngram"),
+    "penalise_padding": ("greedy.repetition_penalty_skips_padding", "greedy.no_repeat_ngram"),
     "ignore_config_pad": ("greedy.pad_from_config", "greedy.several_eos"),
     "eos_fill": ("greedy.several_eos", "greedy.64_steps"),
 }
