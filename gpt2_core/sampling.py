@@ -71,16 +71,6 @@ def no_repeat_ngram(scores: np.ndarray, input_ids: np.ndarray, n: int) -> np.nda
     return scores
 
 
-def min_new_tokens(scores: np.ndarray, new_tokens: int, minimum: int,
-                   eos_token_ids: Sequence[int]) -> np.ndarray:
-    """End-of-sequence tokens are forbidden until `minimum` new tokens exist."""
-    if new_tokens >= minimum or not eos_token_ids:
-        return scores
-    scores = scores.copy()
-    scores[:, list(eos_token_ids)] = FILTER_VALUE
-    return scores
-
-
 def temperature(scores: np.ndarray, t: float) -> np.ndarray:
     if not t > 0:
         raise ValueError(f"`temperature` must be > 0 (use greedy decoding for 0). Received: {t}.")
@@ -112,57 +102,6 @@ def top_p(scores: np.ndarray, p: float, min_tokens_to_keep: int = 1) -> np.ndarr
     return np.where(remove, FILTER_VALUE, scores)
 
 
-@dataclasses.dataclass(frozen=True)
-class SamplingConfig:
-    """The decoding options shared by every backend's `generate` (Hugging Face's names)."""
-
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    repetition_penalty: float | None = None
-    no_repeat_ngram_size: int | None = None
-    min_new_tokens: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("top_k", "no_repeat_ngram_size"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v <= 0):
-                raise ValueError(f"`{name}` must be None or a positive integer. Received: {v!r}.")
-        if not self.temperature > 0:
-            raise ValueError(f"`temperature` must be > 0. Received: {self.temperature!r}.")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"`top_p` must be in (0, 1]. Received: {self.top_p!r}.")
-        if self.repetition_penalty is not None and not self.repetition_penalty > 0:
-            raise ValueError("`repetition_penalty` must be > 0. Received: "
-                             f"{self.repetition_penalty!r}.")
-        if self.min_new_tokens < 0:
-            raise ValueError(f"`min_new_tokens` must be >= 0. Received: {self.min_new_tokens!r}.")
-
-
-def process(scores: np.ndarray, input_ids: np.ndarray, cfg: SamplingConfig, new_tokens: int,
-            eos_token_ids: Sequence[int], attention_mask: np.ndarray | None = None) -> np.ndarray:
-    """Apply every configured processor in Hugging Face's order. Warpers (temperature, top-k,
-    top-p) apply only when `cfg.do_sample`. With `attention_mask` (B, S), left padding is left
-    out of the repetition penalty (as transformers' `generate`)."""
-    if cfg.repetition_penalty is not None and cfg.repetition_penalty != 1.0:
-        skip = None if attention_mask is None else left_padding_lengths(attention_mask)
-        scores = repetition_penalty(scores, input_ids, cfg.repetition_penalty, skip)
-    if cfg.no_repeat_ngram_size:
-        scores = no_repeat_ngram(scores, input_ids, cfg.no_repeat_ngram_size)
-    if cfg.min_new_tokens:
-        scores = min_new_tokens(scores, new_tokens, cfg.min_new_tokens, eos_token_ids)
-    if cfg.do_sample:
-        if cfg.temperature != 1.0:
-            scores = temperature(scores, cfg.temperature)
-        if cfg.top_k is not None:
-            scores = top_k(scores, cfg.top_k)
-        if cfg.top_p is not None and cfg.top_p < 1.0:
-            scores = top_p(scores, cfg.top_p)
-    return scores
-
-
-# ---- processors added with the generation spec ---------------------------------------------
 def bad_words(scores: np.ndarray, input_ids: np.ndarray,
               bad_words_ids: Sequence[Sequence[int]]) -> np.ndarray:
     """transformers' `NoBadWordsLogitsProcessor`: a one-token entry is always banned; a longer

@@ -48,8 +48,9 @@ def test_repetition_penalty_skips_left_padding_like_transformers():
     ours = sampling.repetition_penalty(s, ids, 1.5, skip)
     same(ours, hf(twin, s, ids))
     assert not np.allclose(ours, sampling.repetition_penalty(s, ids, 1.5))
-    cfg = sampling.SamplingConfig(repetition_penalty=1.5)
-    same(sampling.process(s, ids, cfg, 0, [0], attention_mask=mask), ours)
+    plan = _plan(repetition_penalty=1.5)
+    state = sampling.ProcessorState(ids, skip, 0, (0,))
+    same(sampling.apply_processors(s, state, plan), ours)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 12])
@@ -80,30 +81,27 @@ def test_top_p(p):
 
 
 @pytest.mark.parametrize("new_tokens", [0, 2, 5])
-def test_min_new_tokens(new_tokens):
+def test_min_length_counts_the_prompt(new_tokens):
     s, ids = scores_and_ids(5)
     prompt_len = ids.shape[1] - new_tokens
     twin = gen.MinNewTokensLengthLogitsProcessor(prompt_len, 3, [7, 11])
-    same(sampling.min_new_tokens(s, new_tokens, 3, [7, 11]), hf(twin, s, ids))
+    # min_new_tokens resolves to a min_length of prompt + min_new_tokens
+    same(sampling.min_length(s, ids.shape[1], prompt_len + 3, [7, 11]), hf(twin, s, ids))
 
 
-def test_process_applies_warpers_only_when_sampling():
+def _plan(**kwargs):
+    from gpt2_core import GPT2Config
+    from gpt2_core.generation_config import GenerationConfig, resolve
+
+    config = GPT2Config(vocab_size=50, n_positions=64, n_embd=8, n_layer=1, n_head=2)
+    return resolve(config, GenerationConfig(**kwargs), 3, 16)
+
+
+def test_warpers_apply_only_when_sampling():
     s, ids = scores_and_ids(6)
-    greedy = sampling.SamplingConfig(top_k=2, temperature=0.5, repetition_penalty=1.2)
-    np.testing.assert_array_equal(sampling.process(s, ids, greedy, 0, [0]),
+    state = sampling.ProcessorState(ids, np.zeros(len(ids), np.int64), 0, (0,))
+    greedy = _plan(top_k=2, temperature=0.5, repetition_penalty=1.2)
+    np.testing.assert_array_equal(sampling.apply_processors(s, state, greedy),
                                   sampling.repetition_penalty(s, ids, 1.2))
-    sampled = sampling.SamplingConfig(do_sample=True, top_k=2, temperature=0.5)
-    assert (~np.isinf(sampling.process(s, ids, sampled, 0, [0]))).sum(-1).max() <= 6
-
-
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(top_k=0), r"`top_k` must be None or a positive integer. Received: 0"),
-    (dict(top_p=1.5), r"`top_p` must be in \(0, 1\]. Received: 1.5"),
-    (dict(temperature=0.0), r"`temperature` must be > 0"),
-    (dict(repetition_penalty=-1.0), r"`repetition_penalty` must be > 0"),
-    (dict(no_repeat_ngram_size=0), r"`no_repeat_ngram_size` must be None or a positive integer"),
-    (dict(min_new_tokens=-1), r"`min_new_tokens` must be >= 0"),
-])
-def test_bad_sampling_options(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        sampling.SamplingConfig(**kwargs)
+    sampled = _plan(do_sample=True, top_k=2, temperature=0.5)
+    assert (~np.isinf(sampling.apply_processors(s, state, sampled))).sum(-1).max() <= 6
