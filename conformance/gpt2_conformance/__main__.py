@@ -28,7 +28,11 @@ frameworks; the round trip is hub -> torch -> keras -> flax -> hub, exact. A cel
 worst tensor's max |difference| and the tolerance at that element
 (`gpt2_conformance/tolerances.py`). Digits vary by machine (CPU, float32, TF32 off;
 rows named `bfloat16`/`float16` run the frameworks in that dtype against the same float64
-oracle).
+oracle). The `generation.*` rows run `generate` with the case's options: every backend against
+the reference `gpt2_core.generation.generate` (token ids exact, scores on the logits row), and
+`reference~transformers` checks the reference itself against transformers' own `generate`
+(greedy, beams and every processor; sampling is the reference's alone, as transformers samples
+with `torch.multinomial`).
 """
 
 
