@@ -1,39 +1,19 @@
-"""generation_config.json: read by `from_pretrained` (the model's generate defaults), written by
-`save_pretrained` with the weights, and understood by transformers."""
+"""generation_config.json through gpt2_torch's from_pretrained and save_pretrained (the tests are
+written once, in tests/shared/generation_config_io.py)."""
 
 from __future__ import annotations
 
-import json
+import os
+import sys
 
-import numpy as np
+import pytest
 
-from gpt2_core import GPT2Config, random_params, save_pretrained
-from gpt2_core.generation_config import GenerationConfig
-from gpt2_torch import GPT2LMHeadModel
-
-CFG = GPT2Config(vocab_size=64, n_positions=32, n_embd=16, n_layer=1, n_head=2, eos_token_id=3,
-                 bos_token_id=1)
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "shared"))
+from generation_config_io import *  # noqa: E402, F403
 
 
-def test_generation_config_json_sets_generate_defaults_and_survives_a_save(tmp_path):
-    save_pretrained(tmp_path, CFG, random_params(CFG, seed=0))
-    GenerationConfig.from_dict({"max_new_tokens": 3, "pad_token_id": 5, "custom_key": "kept"}).save_pretrained(
-        tmp_path)
-    model = GPT2LMHeadModel.from_pretrained(tmp_path)
-    assert model.generation_config.max_new_tokens == 3
-    ids = np.array([[7, 8, 9, 10]])
-    assert np.asarray(model.generate(ids)).shape == (1, 7)
-    model.generation_config.max_new_tokens = 2  # assignable, as in transformers
-    assert np.asarray(model.generate(ids)).shape == (1, 6)
-    model.save_pretrained(tmp_path / "out")
-    data = json.loads((tmp_path / "out" / "generation_config.json").read_text())
-    assert data == {"max_new_tokens": 2, "pad_token_id": 5, "custom_key": "kept"}
+@pytest.fixture
+def lm_class():
+    from gpt2_torch import GPT2LMHeadModel
 
-
-def test_a_folder_without_generation_config_takes_the_model_configs_ids(tmp_path):
-    save_pretrained(tmp_path, CFG, random_params(CFG, seed=0))
-    model = GPT2LMHeadModel.from_pretrained(tmp_path)
-    assert (model.generation_config.eos_token_id, model.generation_config.bos_token_id) == (3, 1)
-    model.save_pretrained(tmp_path / "out")
-    data = json.loads((tmp_path / "out" / "generation_config.json").read_text())
-    assert data == {"eos_token_id": 3, "bos_token_id": 1}
+    return GPT2LMHeadModel
