@@ -6,6 +6,9 @@ is one C-level `map`; only misses run the merge loop, on token ids. Other text i
 chunks at safe points (`split_chunks`): ASCII chunks take the same path, and the rest go by
 pieces (`split_pieces`) through a piece cache, because Unicode pre-tokenization is slow.
 
+Text whose words keep missing the cache (no spaces: base64, minified code) switches to batch
+mode: the misses of ~32,000 words are merged together in NumPy rounds (`bpe_batch`).
+
 One regex pass over the words beats caching whole pieces when the cache is cold (a piece cache
 pays a regex call and a tuple for each new piece: ~100,000 per 5 MB of code) and costs about
 as much when it is warm.
@@ -16,9 +19,10 @@ from __future__ import annotations
 import functools
 import heapq
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import chain, repeat
-from operator import lshift, or_
+from itertools import chain, compress, repeat
+from operator import is_, is_not, lshift, or_
 
+from gpt2_tokenizer.bpe_batch import BatchMerger
 from gpt2_tokenizer.pretokenizer import CHUNK_CHARS, ascii_words, pretokenize, split_chunks, split_pieces
 
 __all__ = ["CACHE_MAX_ENTRIES", "BytePairEncoding", "bytes_to_unicode"]
@@ -34,6 +38,12 @@ _NO_MERGE = 1 << 62
 _CACHE_MAX_KEY_CHARS = 256  # Longer words and pieces rarely repeat: caching them costs memory.
 _FINE_CHUNK_CHARS = 256  # Cutting non-ASCII chunks again sends ~3/4 of their text back to ASCII.
 _HEAP_MIN_SYMBOLS = 48  # Above this, the O(n log n) heap merge beats the simple O(n^2) loop.
+# Batch mode (`_encode_batched`): entered when over 1/_MISS_SHARE of the last _MISS_WINDOW or
+# more words missed the cache, left when a batch has fewer misses; batches of about
+# _BATCH_WORDS words amortise NumPy's per-round cost.
+_MISS_SHARE = 8
+_MISS_WINDOW = 512
+_BATCH_WORDS = 32_768
 
 
 @functools.lru_cache(maxsize=1)
@@ -72,7 +82,10 @@ def _ascii_and_other_chunks(text: str) -> Iterator[str]:
     """
     for chunk in split_chunks(text):
         if chunk.isascii():
-            yield chunk
+            if len(chunk) > 2 * CHUNK_CHARS:  # So that batch mode can start and stop within.
+                yield from split_chunks(chunk, CHUNK_CHARS, word_ends=True)
+            else:
+                yield chunk
             continue
         for fine in split_chunks(chunk, _FINE_CHUNK_CHARS):
             if len(fine) > 2 * _FINE_CHUNK_CHARS and not fine.isascii():
@@ -88,8 +101,10 @@ class _BoundedCache(dict):  # type: ignore[type-arg]
         super().__init__()
         self._compute = compute
         self._max_entries = max_entries
+        self.misses = 0
 
     def __missing__(self, key: str) -> tuple[int, ...]:
+        self.misses += 1
         value = self._compute(key)
         if len(key) <= _CACHE_MAX_KEY_CHARS:
             if len(self) >= self._max_entries:
@@ -136,6 +151,8 @@ class BytePairEncoding:
         self._byte_ids, self._pair_ids = self._id_tables()
         self._word_cache = _BoundedCache(self._encode_word, max_cache_entries)
         self._piece_cache = _BoundedCache(self._encode_piece, max_cache_entries)
+        self._merger: BatchMerger | None | bool = False  # Built on first use; None: not exact here.
+        self._ascii_to_id: dict[str, int] | None = None  # `_bytes_to_id` for ASCII words, on first use.
 
     def _id_tables(self) -> tuple[list[int] | None, dict[int, int]]:
         """Byte -> id and left id << 20 | right id -> rank << 32 | merged id, for `_merge_ids`.
@@ -173,13 +190,82 @@ class BytePairEncoding:
         ids: list[int] = []
         extend = ids.extend
         piece_ids = self._piece_cache.__getitem__
+        cache = self._word_cache
+        batching = False  # Cache misses pending in `batch`, merged together (`_encode_batched`).
+        batch: list[str] = []
+        seen = misses = 0  # Words and cache misses since batch mode was last considered.
         # Chunk by chunk: the word lists stay small (no 60 MB list for 5 MB of text).
         for chunk in _ascii_and_other_chunks(text):
-            if chunk.isascii():
-                extend(chain.from_iterable(map(word_ids, ascii_words(chunk))))
-            else:  # Unicode pre-tokenization is several times slower: pieces are cached whole.
+            if not chunk.isascii():  # Unicode pre-tokenization is slow: pieces are cached whole.
+                if batch:
+                    batching = self._encode_batched(batch, extend)
+                    batch = []
                 extend(chain.from_iterable(map(piece_ids, split_pieces(chunk))))
+            elif batching:
+                batch += ascii_words(chunk)
+                if len(batch) >= _BATCH_WORDS:
+                    batching = self._encode_batched(batch, extend)
+                    batch = []
+            else:
+                words = ascii_words(chunk)
+                misses -= cache.misses
+                extend(chain.from_iterable(map(word_ids, words)))
+                misses += cache.misses
+                seen += len(words)
+                if seen >= _MISS_WINDOW:
+                    batching = misses * _MISS_SHARE > seen and self._batch_merger() is not None
+                    seen = misses = 0
+        if batch:
+            self._encode_batched(batch, extend)
         return ids
+
+    def _encode_batched(self, words: list[str], extend) -> bool:  # type: ignore[no-untyped-def]
+        """Encodes ASCII words, their cache misses merged together; False when they were few.
+
+        The text before must have been extended already and `words` must follow it (they are
+        extended here, in order, only after the batch is merged).
+        """
+        cache = self._word_cache
+        missing = list(set(words).difference(cache))
+        if missing:
+            values = self._encode_words(missing, self._batch_merger())  # type: ignore[arg-type]
+            if len(cache) + len(missing) > cache._max_entries:
+                cache.clear()
+            dict.update(cache, zip(missing, values))
+        extend(chain.from_iterable(map(cache.__getitem__, words)))
+        for word in missing:
+            if len(word) > _CACHE_MAX_KEY_CHARS:  # Long words are not kept (see `_BoundedCache`).
+                del cache[word]
+        return len(missing) * _MISS_SHARE > len(words)
+
+    def _batch_merger(self) -> BatchMerger | None:
+        """The NumPy merger, built on first use; None where the merge table does not allow it."""
+        if self._merger is False:
+            exact = self._byte_ids is not None and BatchMerger.applies(self._pair_ids, _PAIR_SHIFT)
+            self._merger = None
+            if exact:
+                self._merger = BatchMerger(self._byte_ids, self._pair_ids, _PAIR_SHIFT,  # type: ignore[arg-type]
+                                           self._merge_any)
+        return self._merger  # type: ignore[return-value]
+
+    def _encode_words(self, words: list[str], merger: BatchMerger) -> list[tuple[int, ...]]:
+        """`_encode_word` of each ASCII word, the merges of all of them done together."""
+        values: list[tuple[int, ...] | None] = [None] * len(words)
+        todo = list(range(len(words)))
+        if self.whole_word_fast_path:
+            if self._ascii_to_id is None:
+                self._ascii_to_id = {raw.decode(): i for raw, i in self._bytes_to_id.items() if raw.isascii()}
+            hits = list(map(self._ascii_to_id.get, words))
+            todo = list(compress(todo, map(is_, hits, repeat(None))))
+            for k in compress(range(len(words)), map(is_not, hits, repeat(None))):
+                values[k] = (hits[k],)
+        rest = list(map(words.__getitem__, todo))
+        for k, value in zip(todo, merger.merge_words("".join(rest).encode(), list(map(len, rest)))):
+            values[k] = value
+        return values  # type: ignore[return-value]
+
+    def _merge_any(self, ids: list[int]) -> list[int]:
+        return self._merge_ids_heap(ids) if len(ids) > _HEAP_MIN_SYMBOLS else self._merge_ids(ids)
 
     def clear_cache(self) -> None:
         """Empties the word and piece caches (for cold-cache timings or to free memory)."""
