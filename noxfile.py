@@ -72,5 +72,4 @@ def wheel(session: nox.Session) -> None:
 def slow(session: nox.Session) -> None:
     """Not in the default sessions: the random-kill loop (a child SIGKILLed at random moments of
     single-file, sharded and training saves; each folder must load as one whole version)."""
-    session.run(*PYTEST, "-s", "tests/core/test_safety_slow.py", *session.posargs,
-                env={"GPT2_SLOW": "1"})
+    session.run(*PYTEST, "-s", "tests/slow", *session.posargs)
