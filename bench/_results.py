@@ -20,6 +20,17 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def cpu_flags() -> str:
+    """The CPU's vector-extension flags from /proc/cpuinfo (what decides the matmul kernels)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    keep = [f for f in flags if f.startswith(("sse4", "avx", "fma", "amx", "f16c"))]
+    return " ".join(keep) or "none of sse4/avx/fma/amx"
+
+
 def emit(suite: str, ours: str, peer: str, rows: list[tuple[str, float, float, float]],
          notes: str = "", higher_is_better: bool = True) -> None:
     """Print `rows` of (measure, ours, peer, target ratio) and append them to $GPT2_BENCH_JSON.
