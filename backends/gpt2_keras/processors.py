@@ -107,7 +107,9 @@ def min_length(scores, length, minimum: int, eos_token_ids: tuple[int, ...]):
 def top_k(scores, k: int, min_tokens_to_keep: int = 1):
     """Keep tokens whose score is >= the k-th largest (ties at the boundary all kept)."""
     k = min(max(k, min_tokens_to_keep), scores.shape[-1])
-    kth = ops.top_k(scores, k)[0][:, -1:]
+    # the min of the k best, not `[:, -1:]`: XLA:CPU turns a top_k followed by a slice into a
+    # full sort of V (9.5 ms a step for GPT-2's vocabulary on TensorFlow instead of 0.4 ms)
+    kth = ops.min(ops.top_k(scores, k, sorted=False)[0], axis=-1, keepdims=True)
     return ops.where(scores < kth, NEG_INF, scores)
 
 
@@ -129,7 +131,8 @@ def min_p(scores, p: float, min_tokens_to_keep: int = 1):
     probs = ops.softmax(scores, axis=-1)
     remove = probs < p * ops.max(probs, axis=-1, keepdims=True)
     if min_tokens_to_keep > 1:  # the best token is never below p x itself
-        kth = ops.top_k(scores, min(min_tokens_to_keep, scores.shape[-1]))[0][:, -1:]
+        kth = ops.min(ops.top_k(scores, min(min_tokens_to_keep, scores.shape[-1]), sorted=False)[0],
+                      axis=-1, keepdims=True)  # not `[:, -1:]`: see `top_k`
         remove = ops.logical_and(remove, scores < kth)
     return ops.where(remove, NEG_INF, scores)
 
