@@ -5,9 +5,9 @@ to a `GenerationPlan`), scores by its processor table (torch functions in `proce
 by Threefry (`threefry.py`), stop strings by `StopStringTables`, beams by the spec's vectorised
 `_beam_search` bookkeeping. This module holds the tensor math of one step and the loops.
 
-Per step: one forward of the new tokens over the static cache (compiled with `compile=True`),
-logits of the last position only, the active processors, then argmax, Gumbel-max (sampling) or
-the beam update.
+Per step: one forward of the new tokens over the cache record (`cache.KVCache`, passed in and
+returned; compiled with `compile=True`, as CUDA graphs on a CUDA device), logits of the last
+position only, the active processors, then argmax, Gumbel-max (sampling) or the beam update.
 
 Shapes: B prompt rows, T0 prompt width, N = B * k expanded rows (k = num_return_sequences, or
 num_beams in beam search), V vocabulary, n new tokens.
@@ -35,7 +35,7 @@ from gpt2_core.generation_config import (
 from gpt2_core.outputs import output_class
 from gpt2_core.threefry import MASK32, key_words
 from gpt2_torch import inputs, processors, threefry
-from gpt2_torch.cache import StaticCache
+from gpt2_torch.cache import KVCache
 from gpt2_torch.modeling import AttnMask
 from gpt2_torch.processors import ProcessorState
 
@@ -176,19 +176,22 @@ class GenerationMixin:
 
     def decode_step(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
                     write_pos: torch.Tensor, key_mask: torch.Tensor,
-                    cache: StaticCache) -> torch.Tensor:
-        """One decoding step with static shapes, for `torch.compile(..., fullgraph=True)`.
+                    keys: tuple[torch.Tensor, ...], values: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """One decoding step with static shapes over a `KVCache`'s buffers, for
+        `torch.compile(..., fullgraph=True)`.
 
         Shapes: input_ids, position_ids (B, 1); write_pos (1,) the cache slot to write;
-        key_mask (B, max_length) bool, True for filled non-pad slots including `write_pos`
-        -> logits (B, V) of the new token. Writes the cache in place.
+        key_mask (B, max_length) bool, True for filled non-pad slots including `write_pos`;
+        keys, values L x (B, nh, max_length, hs) -> logits (B, V) of the new token. Writes slot
+        `write_pos` of every buffer in place (`index_copy_`); the caller advances its record
+        (`cache.advanced(1)`), so the compiled region never sees the record's int length.
         """
         allowed = key_mask[:, None, None, :]  # (B, 1, 1, S)
         bias = torch.zeros((), dtype=self.transformer.bias_dtype, device=key_mask.device).masked_fill(
             ~allowed, torch.finfo(self.transformer.bias_dtype).min)
         args = inputs.Inputs(input_ids, None, position_ids, None, None, None, 0, None)
-        out = self.transformer.run(args, use_cache=False, static_cache=cache, static_pos=write_pos,
-                                   mask=AttnMask(allowed, bias, False))
+        out = self.transformer.run(args, use_cache=False, static_cache=(keys, values),
+                                   static_pos=write_pos, mask=AttnMask(allowed, bias, False))
         return self.lm_logits(out.last_hidden_state[:, -1])
 
     def _prepare_generation(self, input_ids: Any, attention_mask: Any, generation_config: Any,
@@ -284,7 +287,7 @@ class GumbelNoise:
 # different lengths share one compiled step (the step's shapes include the cache length).
 CACHE_BUCKET = 64
 
-# model -> {(batch, cache length, dtype, device): compiled step}. Weak keys, and a compiled plain
+# model -> {(batch, cache length, dtype, device): CompiledStep}. Weak keys, and a compiled plain
 # function that takes the model as an argument (not a bound method), so the cache neither keeps
 # a model alive nor ends up in its pickle or deepcopy.
 _COMPILED_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -296,24 +299,89 @@ def cache_bucket(length: int, n_positions: int) -> int:
     return min(-(-length // CACHE_BUCKET) * CACHE_BUCKET, n_positions)
 
 
-def _decode_step(model, input_ids, position_ids, write_pos, key_mask, cache):
-    return model.decode_step(input_ids, position_ids, write_pos, key_mask, cache)
+def _decode_step(model, input_ids, position_ids, write_pos, key_mask, keys, values):
+    return model.decode_step(input_ids, position_ids, write_pos, key_mask, keys, values)
 
 
-def compiled_decode_step(model, batch_size: int, max_length: int) -> Callable[..., torch.Tensor]:
-    """`model.decode_step` under `torch.compile(fullgraph=True, dynamic=False)`, compiled once per
-    (batch, cache length, dtype, device) and model; called as `step(model, ...)`."""
+def _compile_options(device: torch.device) -> dict[str, Any]:
+    """`torch.compile` options of the decode step on `device`. On CUDA, `reduce-overhead`:
+    CUDA graphs (cudagraph trees), so a step is one graph replay instead of a launch per kernel,
+    which is what bounds a small model's step on a GPU. Elsewhere the default mode."""
+    options: dict[str, Any] = {"fullgraph": True, "dynamic": False}
+    if device.type == "cuda":
+        options["mode"] = "reduce-overhead"
+    return options
+
+
+@dataclasses.dataclass
+class CompiledStep:
+    """A compiled `decode_step` for one (batch, cache length, dtype, device), and with CUDA
+    graphs the cache buffers it replays on.
+
+    A CUDA graph reads and writes fixed addresses: buffers at new addresses make cudagraph trees
+    record the graph again (and after `cudagraph_unexpected_rerecord_limit` recordings run
+    without graphs). So one set of buffers, marked static, is kept per compiled step and lent to
+    each call in turn (zeroed: it looks freshly allocated); a call that overlaps another (two
+    `stream_generate` iterators at once) gets buffers of its own, correct but recorded anew."""
+
+    fn: Callable[..., torch.Tensor]
+    cudagraphs: bool
+    pooled: KVCache | None = None  # the buffers lent to calls (CUDA graphs only)
+    lent: bool = False
+
+    def new_cache(self, config, batch_size: int, max_length: int, dtype: torch.dtype,
+                  device: torch.device) -> KVCache:
+        if not self.cudagraphs:
+            return KVCache.allocate(config, batch_size, max_length, dtype, device)
+        if self.lent:
+            return KVCache.allocate(config, batch_size, max_length, dtype, device, static_address=True)
+        if self.pooled is None:
+            self.pooled = KVCache.allocate(config, batch_size, max_length, dtype, device,
+                                           static_address=True)
+        self.lent = True
+        return self.pooled.reset()
+
+    def release(self, cache: KVCache) -> None:
+        if self.pooled is not None and cache.keys[0] is self.pooled.keys[0]:
+            self.lent = False
+
+    def __call__(self, *args: Any) -> torch.Tensor:
+        if self.cudagraphs:
+            # a new step: the outputs of the previous replay may be overwritten from here on
+            torch.compiler.cudagraph_mark_step_begin()
+        return self.fn(*args)
+
+
+def compiled_decode_step(model, batch_size: int, max_length: int) -> CompiledStep:
+    """`model.decode_step` under `torch.compile` (`_compile_options`: fullgraph, static shapes,
+    CUDA graphs on CUDA), compiled once per (batch, cache length, dtype, device) and model;
+    called as `step(model, ...)`."""
     weight = model.transformer.wte.weight
     key = (batch_size, max_length, weight.dtype, weight.device)
     steps = _COMPILED_STEPS.setdefault(model, {})
     if key not in steps:
-        steps[key] = torch.compile(_decode_step, fullgraph=True, dynamic=False)
+        options = _compile_options(weight.device)
+        steps[key] = CompiledStep(torch.compile(_decode_step, **options),
+                                  options.get("mode") == "reduce-overhead")
     return steps[key]
 
 
+def forward_cached(model, tokens: torch.Tensor, positions: torch.Tensor,
+                   mask: torch.Tensor | None, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
+    """The eager forward of `tokens` (B, T) at slots `cache.length ...` (positions (B, T), mask
+    (B, cache.length + T) or None) -> float32 logits of the last position (B, V), and the record
+    with those T slots filled."""
+    start = cache.length
+    args = inputs.Inputs(tokens, None, positions, None, mask, None, start, None)
+    out = model.transformer.run(args, use_cache=False, static_cache=cache.buffers, static_pos=start)
+    logits = model.lm_logits(out.last_hidden_state[:, -1]).float()  # last position only
+    return logits, cache.advanced(tokens.shape[1])
+
+
 class _Decoder:
-    """Runs the model over a static cache: `prefill(ids)` then `step(tokens)`; each returns the
-    float32 logits of the last position (B, V).
+    """Runs the model over a `KVCache`: `prefill(ids) -> (logits, cache)`, then
+    `step(tokens, cache) -> (logits, cache)`; logits are float32 of the last position (B, V).
+    Used as a context manager, so that buffers lent by a compiled step go back at the end.
 
     Eager steps attend over the filled prefix of a `max_length` cache. Compiled steps (`compile`)
     run `decode_step` on a cache of `cache_bucket(max_length)` slots with a key mask, so every
@@ -324,49 +392,57 @@ class _Decoder:
                  compile: bool = False) -> None:
         B, T0 = ids.shape
         self.model, self.T0 = model, T0
-        S = cache_bucket(max_length, model.config.n_positions) if compile else max_length
-        self.cache = StaticCache(model.config, B, S, model.transformer.wte.weight.dtype, ids.device)
+        self.S = cache_bucket(max_length, model.config.n_positions) if compile else max_length
         self.padded = not bool(mask.all())
         self.full_mask = None
         if self.padded:
-            self.full_mask = torch.ones(B, S, dtype=torch.long, device=ids.device)
+            self.full_mask = torch.ones(B, self.S, dtype=torch.long, device=ids.device)
             self.full_mask[:, :T0] = mask
         self.positions = inputs.default_position_ids(mask if self.padded else None, 0, B, T0, ids.device)
         self.last_pos = self.positions[:, -1:]  # (B, 1)
-        self.compiled = compiled_decode_step(model, B, S) if compile else None
+        self.compiled = compiled_decode_step(model, B, self.S) if compile else None
+        self._lent: KVCache | None = None
         if compile:
             # True for the prompt's non-pad slots, then for each new token as it is written
-            self.key_mask = torch.zeros(B, S, dtype=torch.bool, device=ids.device)  # (B, S)
+            self.key_mask = torch.zeros(B, self.S, dtype=torch.bool, device=ids.device)  # (B, S)
             self.key_mask[:, :T0] = mask.bool()
 
-    def _run(self, tokens: torch.Tensor, positions: torch.Tensor, start: int) -> torch.Tensor:
-        T = tokens.shape[1]
-        mask = self.full_mask[:, :start + T] if self.padded else None
-        args = inputs.Inputs(tokens, None, positions, None, mask, None, start, None)
-        out = self.model.transformer.run(args, use_cache=False, static_cache=self.cache,
-                                         static_pos=start)
-        self.cache.length = start + T
-        return self.model.lm_logits(out.last_hidden_state[:, -1]).float()  # last position only
+    def __enter__(self) -> _Decoder:
+        return self
 
-    def _run_compiled(self, tokens: torch.Tensor) -> torch.Tensor:
-        pos = self.cache.length
+    def __exit__(self, *exc: object) -> None:
+        if self._lent is not None:
+            self.compiled.release(self._lent)
+            self._lent = None
+
+    def _mask(self, end: int) -> torch.Tensor | None:
+        return self.full_mask[:, :end] if self.padded else None
+
+    def prefill(self, ids: torch.Tensor) -> tuple[torch.Tensor, KVCache]:
+        B = ids.shape[0]
+        weight = self.model.transformer.wte.weight
+        if self.compiled is None:
+            cache = KVCache.allocate(self.model.config, B, self.S, weight.dtype, ids.device)
+        else:
+            cache = self._lent = self.compiled.new_cache(self.model.config, B, self.S, weight.dtype,
+                                                         ids.device)
+        return forward_cached(self.model, ids, self.positions, self._mask(self.T0), cache)
+
+    def step(self, tokens: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
+        """tokens (B,) at sequence index `cache.length`."""
+        self.last_pos = self.last_pos + 1
+        if self.compiled is None:
+            return forward_cached(self.model, tokens[:, None], self.last_pos,
+                                  self._mask(cache.length + 1), cache)
+        pos = cache.length
         self.key_mask[:, pos] = True
         write_pos = torch.tensor([pos], device=tokens.device)
         # contiguous inputs: their strides are part of what the compiled step was built for
-        logits = self.compiled(self.model, tokens.reshape(-1, 1).contiguous(),
-                               self.last_pos.contiguous(), write_pos, self.key_mask, self.cache)
-        self.cache.length = pos + 1
-        return logits.float()
-
-    def prefill(self, ids: torch.Tensor) -> torch.Tensor:
-        return self._run(ids, self.positions, 0)
-
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B,) at sequence index `cache.length`."""
-        self.last_pos = self.last_pos + 1
-        if self.compiled is not None:
-            return self._run_compiled(tokens)
-        return self._run(tokens[:, None], self.last_pos, self.cache.length)
+        logits = self.compiled(self.model, tokens.reshape(-1, 1).contiguous(), self.last_pos.contiguous(),
+                               write_pos, self.key_mask, cache.keys, cache.values)
+        # a CUDA graph's output is overwritten by its next replay: copy it before it is kept
+        # (`.float()` alone returns the same tensor for float32 models)
+        return logits.to(torch.float32, copy=self.compiled.cudagraphs), cache.advanced(1)
 
 
 @dataclasses.dataclass
@@ -394,24 +470,24 @@ def decode_tokens(model, job: GenerationJob) -> Iterator[DecodedStep]:
     eos = torch.tensor(plan.eos_token_ids, dtype=torch.long, device=dev)
     fns = processors.active(plan)
     noise = GumbelNoise(job.seed, N, plan.vocab_size, dev) if plan.do_sample else None
-    dec = _Decoder(model, ids, mask, plan.max_length, job.compile)
-    logits = dec.prefill(ids)
-    for step in range(plan.max_new_tokens):
-        cur = T0 + step
-        scores = processors.apply(logits, ProcessorState(st.seq[:, :cur], padding, step,
-                                                         plan.eos_token_ids), plan, fns)
-        tokens = scores.argmax(-1) if noise is None else noise.sample(scores, step, plan.top_k)
-        if eos.numel():  # finished rows are padded when eos ends rows, as in transformers
-            tokens = torch.where(st.unfinished, tokens, plan.pad_token_id)
-        st.seq[:, cur] = tokens
-        yield DecodedStep(tokens, scores, logits)
-        st.unfinished &= ~torch.isin(tokens, eos)
-        if st.stop_state is not None:
-            st.stop_state, hit = job.stop.step(st.stop_state, tokens)
-            st.unfinished &= ~hit
-        if step + 1 == plan.max_new_tokens or not bool(st.unfinished.any()):
-            return
-        logits = dec.step(tokens)
+    with _Decoder(model, ids, mask, plan.max_length, job.compile) as dec:
+        logits, cache = dec.prefill(ids)
+        for step in range(plan.max_new_tokens):
+            cur = T0 + step
+            scores = processors.apply(logits, ProcessorState(st.seq[:, :cur], padding, step,
+                                                             plan.eos_token_ids), plan, fns)
+            tokens = scores.argmax(-1) if noise is None else noise.sample(scores, step, plan.top_k)
+            if eos.numel():  # finished rows are padded when eos ends rows, as in transformers
+                tokens = torch.where(st.unfinished, tokens, plan.pad_token_id)
+            st.seq[:, cur] = tokens
+            yield DecodedStep(tokens, scores, logits)
+            st.unfinished &= ~torch.isin(tokens, eos)
+            if st.stop_state is not None:
+                st.stop_state, hit = job.stop.step(st.stop_state, tokens)
+                st.unfinished &= ~hit
+            if step + 1 == plan.max_new_tokens or not bool(st.unfinished.any()):
+                return
+            logits, cache = dec.step(tokens, cache)
 
 
 # ---- beam search and beam sampling ----------------------------------------------------------
@@ -542,22 +618,22 @@ def beam_search(model, job: GenerationJob) -> Any:
     st = initial_beams(job.ids, plan, job.stop)
     fns = processors.active(plan)
     noise = GumbelNoise(job.seed, B * nb, plan.vocab_size, flat.device) if plan.do_sample else None
-    dec = _Decoder(model, flat, flat_mask, plan.max_length, job.compile)
-    logits = dec.prefill(flat)
     scores, raw = [], []
     step = 0
-    while True:
-        logp = processors.apply(F.log_softmax(logits, -1),
-                                ProcessorState(flat, padding, step, plan.eos_token_ids), plan, fns)
-        scores.append(logp)
-        raw.append(logits)
-        st, hits = beam_step(st, logp, plan, noise, step, job.stop)
-        dec.cache.reorder(st.running_indices[:, :, step].reshape(-1))
-        step += 1
-        if not beams_continue(st, hits, plan):
-            break
-        flat = st.running[:, :, :T0 + step].reshape(B * nb, T0 + step)
-        logits = dec.step(flat[:, -1])
+    with _Decoder(model, flat, flat_mask, plan.max_length, job.compile) as dec:
+        logits, cache = dec.prefill(flat)
+        while True:
+            logp = processors.apply(F.log_softmax(logits, -1),
+                                    ProcessorState(flat, padding, step, plan.eos_token_ids), plan, fns)
+            scores.append(logp)
+            raw.append(logits)
+            st, hits = beam_step(st, logp, plan, noise, step, job.stop)
+            cache = cache.reorder(st.running_indices[:, :, step].reshape(-1))
+            step += 1
+            if not beams_continue(st, hits, plan):
+                break
+            flat = st.running[:, :, :T0 + step].reshape(B * nb, T0 + step)
+            logits, cache = dec.step(flat[:, -1], cache)
     return beam_outputs(st, plan, tuple(scores), tuple(raw))
 
 

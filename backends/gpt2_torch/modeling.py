@@ -188,6 +188,9 @@ class Attention(nn.Module):
 
 
 def _write_static(static, k: torch.Tensor, v: torch.Tensor) -> KV:
+    """Write the new keys/values (B, nh, T, hs) into one layer's preallocated buffers
+    (B, nh, S, hs) and return what attention reads: the filled prefix (int position) or the
+    whole buffer (tensor position, static shapes)."""
     k_buf, v_buf, pos = static
     if isinstance(pos, int):
         end = pos + k.shape[2]
@@ -293,11 +296,15 @@ class GPT2Model(GPT2PreTrainedModel):
         return self.drop(x)
 
     def run(self, args: inputs.Inputs, *, use_cache: bool = True, output_attentions: bool = False,
-            output_hidden_states: bool = False, static_cache=None,
+            output_hidden_states: bool = False,
+            static_cache: tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]] | None = None,
             static_pos: int | torch.Tensor | None = None,
             mask: AttnMask | None = None) -> BaseModelOutputWithPast:
         """The forward pass on validated inputs (no checks: `generate` and compiled steps call
-        this directly)."""
+        this directly).
+
+        `static_cache` = (keys, values) buffers of a `KVCache` (L x (B, nh, S, hs) each), written
+        in place at `static_pos` (see `Attention.forward`); the caller advances its record."""
         x = self.embed(args)
         B, T = x.shape[:2]
         if mask is None:
@@ -305,7 +312,8 @@ class GPT2Model(GPT2PreTrainedModel):
         hidden, presents, attentions = [x], [], []
         for i, block in enumerate(self.h):
             past = args.past_key_values[i] if args.past_key_values else None
-            static = None if static_cache is None else (*static_cache.layer(i), static_pos)
+            static = None if static_cache is None else (
+                static_cache[0][i], static_cache[1][i], static_pos)
             hm = None if args.head_mask is None else args.head_mask[i]
             if self.gradient_checkpointing and self.training:
                 x, present, probs = checkpoint(block, x, mask, past, static, hm, output_attentions,

@@ -10,7 +10,8 @@ import torch
 from torch_testutils import CONFIGS, hf_model, random_ids, write_checkpoint
 
 from gpt2_core.generation_config import GenerationConfig
-from gpt2_torch import GenerateDecoderOnlyOutput, GPT2LMHeadModel, StaticCache
+from gpt2_torch import GenerateDecoderOnlyOutput, GPT2LMHeadModel
+from gpt2_torch.cache import KVCache
 
 CFG = CONFIGS["default"]
 
@@ -191,7 +192,7 @@ def test_compiled_decode_step_fullgraph_matches_eager(tmp_path):
     ids = torch.tensor(random_ids(config, (2, 6)))
     with torch.no_grad():
         want = model(ids).logits[:, 1:]
-    cache = StaticCache(config, 2, 8)
+    cache = KVCache.allocate(config, 2, 8)
     step = torch.compile(model.decode_step, fullgraph=True, dynamic=False)
     key_mask = torch.zeros(2, 8, dtype=torch.bool)
     got = []
@@ -199,7 +200,7 @@ def test_compiled_decode_step_fullgraph_matches_eager(tmp_path):
         for t in range(6):
             key_mask[:, t] = True
             pos = torch.full((2, 1), t)
-            got.append(step(ids[:, t:t + 1], pos, torch.tensor([t]), key_mask, cache))
+            got.append(step(ids[:, t:t + 1], pos, torch.tensor([t]), key_mask, *cache.buffers))
     # compiled kernels fuse differently from eager: float32 rounding only
     torch.testing.assert_close(torch.stack(got[1:], 1), want[:, :5], atol=2e-5, rtol=1e-5)
 
