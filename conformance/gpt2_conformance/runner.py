@@ -11,8 +11,10 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import fnmatch
+import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -71,7 +73,11 @@ class Result:
 
 # ---- exclusions ------------------------------------------------------------------------------
 def load_exclusions(subject: str, directory: str = EXCLUSIONS_DIR) -> dict[str, str]:
-    """`case-name-glob  # reason` lines of `exclusions/<subject>.txt` -> {glob: reason}."""
+    """`case-name-glob  # reason` lines of `exclusions/<subject>.txt` -> {glob: reason}.
+
+    A line may begin with a condition on an installed distribution, `[transformers<5.23]`,
+    and then applies only when it holds (an oracle whose behaviour changed between versions).
+    """
     path = os.path.join(directory, f"{subject}.txt")
     if not os.path.exists(path):
         return {}
@@ -79,11 +85,39 @@ def load_exclusions(subject: str, directory: str = EXCLUSIONS_DIR) -> dict[str, 
     with open(path, encoding="utf-8") as f:
         for line in f:
             pattern, _, reason = line.partition("#")
-            if pattern.strip():
-                if not reason.strip():
-                    raise ValueError(f"{path}: every exclusion needs a `# reason`. Line: {line!r}")
-                out[pattern.strip()] = reason.strip()
+            pattern = pattern.strip()
+            if not pattern:
+                continue
+            if not reason.strip():
+                raise ValueError(f"{path}: every exclusion needs a `# reason`. Line: {line!r}")
+            if pattern.startswith("["):
+                condition, _, pattern = pattern[1:].partition("]")
+                if not _version_holds(condition.strip(), path):
+                    continue
+                pattern = pattern.strip()
+            out[pattern] = reason.strip()
     return out
+
+
+_CONDITION = re.compile(r"^([A-Za-z0-9_.-]+)\s*(<|>=)\s*([0-9]+(?:\.[0-9]+)*)$")
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """`5.23.0.dev0` -> (5, 23, 0): the leading numeric release segments."""
+    return tuple(int(p) for p in re.match(r"[0-9]+(?:\.[0-9]+)*", version)[0].split("."))
+
+
+def _version_holds(condition: str, path: str) -> bool:
+    m = _CONDITION.match(condition)
+    if not m:
+        raise ValueError(f"{path}: a condition must read like `[transformers<5.23]` or "
+                         f"`[transformers>=5.23]`. Received: [{condition}].")
+    dist, op, bound = m.groups()
+    try:
+        installed_version = _release(importlib.metadata.version(dist))
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return (installed_version < _release(bound)) == (op == "<")
 
 
 def _excluded(case: str, subjects: tuple[str, ...], exclusions: dict[str, dict[str, str]]) -> str:

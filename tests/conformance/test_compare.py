@@ -109,6 +109,31 @@ def test_exclusion_lines_need_a_reason(tmp_path):
         load_exclusions("keras", str(tmp_path))
 
 
+
+def test_exclusion_conditions_follow_the_installed_version(tmp_path):
+    import importlib.metadata
+
+    major = int(importlib.metadata.version("numpy").split(".")[0])
+    (tmp_path / "transformers.txt").write_text(
+        f"[numpy<{major + 1}] a.case  # holds\n[numpy>={major + 1}] b.case  # does not\n"
+        f"[numpy>={major}.0] c.case  # holds\n[no-such-dist<1] d.case  # not installed\n")
+    assert load_exclusions("transformers", str(tmp_path)) == {"a.case": "holds", "c.case": "holds"}
+    (tmp_path / "torch.txt").write_text("[numpy==2] a.case  # equality is not a condition\n")
+    with pytest.raises(ValueError, match=r"must read like `\[transformers<5.23\]`"):
+        load_exclusions("torch", str(tmp_path))
+
+
+def test_the_committed_transformers_exclusion_matches_the_oracle_installed():
+    """The repetition penalty skips left padding from transformers 5.23 on: with an older
+    oracle the case is excluded (XFAIL), with a newer one it must pass (not excluded)."""
+    import importlib.metadata
+
+    from gpt2_conformance.runner import _release
+
+    excluded = load_exclusions("transformers")
+    old = _release(importlib.metadata.version("transformers")) < (5, 23)
+    assert ("generation.greedy.repetition_penalty_skips_padding" in excluded) == old
+
 def test_case_names_unique_and_selection():
     names = [c.name for c in cases.select(["tiny", "small"])]
     assert len(names) == len(set(names))
