@@ -73,7 +73,7 @@ BACKENDS=torch
 if has jax && has flax; then BACKENDS=torch,flax; else echo "== flax: jax or flax missing, its rows are skipped"; fi
 has transformers || echo "== transformers missing: the benchmark rows need it as the peer"
 
-step conformance 90 "$PY" -m gpt2_conformance --backends "$BACKENDS" --suite tiny --jobs 4 \
+step conformance 110 "$PY" -m gpt2_conformance --backends "$BACKENDS" --suite tiny --jobs 4 \
   --report "$OUT_DIR" ${CONF[@]+"${CONF[@]}"}
 if has transformers; then
   step "bench torch" 130 "$PY" "$ROOT/bench/bench_gpu.py" torch "$OUT_DIR" ${DEV[@]+"${DEV[@]}"}
