@@ -60,6 +60,8 @@ def check_ids(config: GPT2Config, input_ids: torch.Tensor, past_len: int) -> Non
     if input_ids.ndim != 2:
         raise ValueError(f"`input_ids` must have shape (batch, seq). Received shape "
                          f"{tuple(input_ids.shape)}.")
+    if not is_concrete(input_ids) or not input_ids.numel():
+        return  # values are unknown while tracing: the exported program reads ids unchecked
     bad = input_ids[(input_ids < 0) | (input_ids >= config.vocab_size)]
     if bad.numel():
         raise ValueError(f"`input_ids` must lie in [0, vocab_size={config.vocab_size}). "
@@ -85,10 +87,43 @@ def check_lengths(config: GPT2Config, B: int, T: int, past_len: int,
                              f"Received shape {tuple(arr.shape)}.")
 
 
+def is_tracing() -> bool:
+    """True while `torch.compile`, `torch.export` (and `torch.onnx.export(dynamo=True)`, which
+    runs it) or `torch.jit.trace` trace the forward: tensor values are unknown, and code that
+    reads them would break the graph or fail on a data-dependent branch."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def is_concrete(x: torch.Tensor) -> bool:
-    """True when `x`'s values may be read: not while `torch.compile`/`torch.export` or
-    `torch.jit.trace` trace (reading would break the graph or fail), nor for meta tensors."""
-    return not (torch.compiler.is_compiling() or torch.jit.is_tracing()) and x.device.type != "meta"
+    """True when `x`'s values may be read: not while tracing (see `is_tracing`), nor for meta
+    tensors."""
+    return not is_tracing() and x.device.type != "meta"
+
+
+def _static_dim(d: Any) -> int | None:
+    """A dimension as an int, or None when it is symbolic (a dynamic axis while tracing)."""
+    return None if isinstance(d, torch.SymInt) else int(d)
+
+
+class _Shape(NamedTuple):
+    """Stands in for a tensor in `check_past_shapes` while tracing: symbolic dimensions read
+    as None (not compared), so the check neither fixes a dynamic axis nor fails on it."""
+
+    shape: tuple[int | None, ...]
+
+
+def _past_shapes(config: GPT2Config, past_key_values: Any, B: Any) -> int:
+    """`check_past_shapes` on eager tensors; while tracing, on their static dimensions only,
+    with the past length read from the first key's (possibly symbolic) third axis."""
+    if not is_tracing():
+        return check_past_shapes(config, past_key_values, B)
+    pairs = past_key_values
+    if isinstance(pairs, (list, tuple)) and all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and all(hasattr(t, "shape") for t in p)
+            for p in pairs):
+        pairs = [tuple(_Shape(tuple(_static_dim(d) for d in t.shape)) for t in p) for p in pairs]
+    check_past_shapes(config, pairs, _static_dim(B))
+    return past_key_values[0][0].shape[2]
 
 
 def check_labels(labels: torch.Tensor | None, upper: int, name: str = "labels",
@@ -119,7 +154,7 @@ def prepare(config: GPT2Config, device: torch.device, input_ids, inputs_embeds, 
     past, past_len = None, 0
     if past_key_values:
         # shapes first (gpt2_core's rule): a value shorter than its key would give wrong logits
-        past_len = check_past_shapes(config, past_key_values, B)
+        past_len = _past_shapes(config, past_key_values, B)
         past = tuple((to_tensor(k, "past_key_values", device, False),
                       to_tensor(v, "past_key_values", device, False)) for k, v in past_key_values)
     attention_mask = to_mask(attention_mask, device)
@@ -136,7 +171,9 @@ def prepare(config: GPT2Config, device: torch.device, input_ids, inputs_embeds, 
 
 
 def _check_range(x: torch.Tensor | None, name: str, bound_name: str, bound: int) -> None:
-    if x is not None and x.numel() and (int(x.min()) < 0 or int(x.max()) >= bound):
+    if x is None or not is_concrete(x) or not x.numel():
+        return
+    if int(x.min()) < 0 or int(x.max()) >= bound:
         raise ValueError(f"`{name}` must lie in [0, {bound_name}={bound}). "
                          f"Received range [{int(x.min())}, {int(x.max())}].")
 
