@@ -1,10 +1,11 @@
-"""The batched NumPy merge (`bpe_batch.BatchMerger`) and the batch mode of `encode_ordinary`."""
+"""The batched NumPy merge (`bpe_batch.BatchMerger`) and the flat mode of `encode_ordinary`."""
 
 from __future__ import annotations
 
 import base64
 import random
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,26 +18,25 @@ _PROSE = ["the", "of", "token", "izer", "ing", "a", "aa", "aaa", "ll", "ee", "ss
           "'s", "'t", "'re", "1", "42", "2024", "(", ")", ":", "-", "\"", "Return", "value"]
 
 
-@pytest.fixture(scope="module")
-def batched(tok, monkeypatch_module):
-    # Batch mode from the first few words, small batches, and NumPy rounds down to the last word.
-    monkeypatch_module.setattr(bpe_module, "_MISS_WINDOW", 4)
-    monkeypatch_module.setattr(bpe_module, "_BATCH_WORDS", 64)
-    monkeypatch_module.setattr(bpe_batch, "_TAIL_WORDS", 0)
+@pytest.fixture
+def batched(tok, monkeypatch):
+    # Flat mode from the first few words, small batches and probes, and NumPy rounds down to
+    # the last word: every text switches modes often.
+    monkeypatch.setattr(bpe_module, "_WINDOW_CHARS", 8)
+    monkeypatch.setattr(bpe_module, "_BATCH_CHARS", 64)
+    monkeypatch.setattr(bpe_module, "_PROBE_CHARS", 4)
+    monkeypatch.setattr(bpe_batch, "_TAIL_WORDS", 0)
     return type(tok.bpe)(tok.encoder, tok.merges, whole_word_fast_path=True)
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
-
-
 def _merger_and_words(bpe, words):
+    """The flat merge of the words, and the per-word merge of each, laid end to end."""
     merger = bpe._batch_merger()
     raw = [w.encode("utf-8") for w in words]
-    expected = [bpe._merge_any([bpe._byte_ids[b] for b in r]) for r in raw]
-    return merger.merge_words(b"".join(raw), [len(r) for r in raw]), [tuple(e) for e in expected]
+    expected = [i for r in raw for i in bpe._merge_any([bpe._byte_ids[b] for b in r])]
+    got = merger.encode(b"".join(raw), np.array([len(r) for r in raw], np.intp))
+    assert got.dtype == np.int32
+    return got.tolist(), expected
 
 
 def test_gpt2_merges_rank_after_their_parts(tok):
@@ -51,6 +51,16 @@ def test_merges_ranked_before_their_parts_keep_the_per_word_path():
     assert not bpe_batch.BatchMerger.applies(bpe._pair_ids, 20)
     assert bpe._batch_merger() is None
     assert bpe.encode_ordinary("abc" * 5000) == [256] * 5000  # Long chunk, batch mode refused.
+
+
+def test_batched_merge_follows_ranks_when_merged_ids_do_not_rise(monkeypatch):
+    # Pair values are rank << 32 | id here: the merger ranks by value, not by merged id.
+    monkeypatch.setattr(bpe_batch, "_TAIL_WORDS", 0)
+    base = {c: i for i, c in enumerate(bytes_to_unicode().values())}
+    encoder = {**base, "bc": 300, "ab": 299, "abc": 298}
+    bpe = BytePairEncoding(encoder, [("b", "c"), ("a", "b"), ("a", "bc")], whole_word_fast_path=False)
+    got, expected = _merger_and_words(bpe, ["abc", "ab", "abcab", "cab", "bcbc", "aabcc"])
+    assert got == expected
 
 
 def test_batched_merge_equals_the_per_word_merge(tok, monkeypatch):
@@ -91,12 +101,47 @@ def test_property_batch_mode_matches_tiktoken(batched, tiktoken_enc, text):
     assert batched.encode_ordinary(text) == tiktoken_enc.encode_ordinary(text)  # Warm.
 
 
-def test_hostile_megabyte_matches_tiktoken_and_fills_the_cache(tok, tiktoken_enc):
+def test_hostile_megabyte_matches_tiktoken_in_flat_mode_and_leaves_it(tok, tiktoken_enc):
     bpe = type(tok.bpe)(tok.encoder, tok.merges, whole_word_fast_path=True)
     rng = random.Random(1)
-    text = base64.b64encode(rng.randbytes(300_000)).decode()
-    text += "".join(rng.choice(_PROSE) for _ in range(60_000)) + "x" * 3000 + " end"
-    expected = tiktoken_enc.encode_ordinary(text)
-    assert bpe.encode_ordinary(text) == expected
-    assert len(bpe._word_cache) > 40_000 and "x" * 3000 not in bpe._word_cache
-    assert bpe.encode_ordinary(text) == expected
+    hostile = base64.b64encode(rng.randbytes(300_000)).decode()
+    hostile += "".join(rng.choice(_PROSE) for _ in range(60_000)) + "x" * 3000
+    ordinary = " the value of the token is returned" * 3000
+    for text in (hostile + " end", hostile + ordinary + hostile):
+        bpe.clear_cache()
+        expected = tiktoken_enc.encode_ordinary(text)
+        assert bpe.encode_ordinary(text) == expected
+        assert bpe.encode_ordinary(text) == expected  # The same with what the caches kept.
+    # Flat mode kept the hostile words out of the cache, and left for the ordinary text.
+    assert len(bpe._word_cache) < 15_000 and " returned" in bpe._word_cache  # Not ~50,000.
+
+
+def test_flat_mode_is_entered_only_where_the_cache_misses(tok, monkeypatch):
+    bpe = type(tok.bpe)(tok.encoder, tok.merges, whole_word_fast_path=True)
+    calls = []
+    monkeypatch.setattr(bpe, "_encode_flat", lambda chunks, extend: calls.append(chunks))
+    bpe.encode_ordinary("def f(x):\n    return x + 1\n" * 20_000)
+    assert not calls
+    bpe.encode_ordinary(base64.b64encode(random.Random(2).randbytes(100_000)).decode())
+    assert calls and sum(map(len, calls[0])) > 50_000
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_space_free_text_with_unicode_matches_tiktoken(tok, tiktoken_enc, seed):
+    # Spaceless ASCII with scattered non-ASCII words: the non-ASCII chunks join the flat
+    # batches (pre-tokenized by `pretokenize`, lengths in UTF-8 bytes).
+    bpe = type(tok.bpe)(tok.encoder, tok.merges, whole_word_fast_path=True)
+    rng = random.Random(seed)
+    parts = [*_PROSE, "é", "ü", "中文", "😀", "\u3000", "٣٤", "ﬁ", "Ω", "\xa0", "\n", "\t", "x" * 70,
+             "=" * 20, "aaaa", "é" * 40]
+    text = "".join(rng.choice(parts) if rng.random() < 0.9 else rng.choice(_BASE64) * 9
+                   for _ in range(120_000))
+    assert bpe.encode_ordinary(text) == tiktoken_enc.encode_ordinary(text)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_base64_matches_tiktoken(tok, tiktoken_enc, seed):
+    bpe = type(tok.bpe)(tok.encoder, tok.merges, whole_word_fast_path=True)
+    text = base64.b64encode(random.Random(10 + seed).randbytes(400_000)).decode()
+    text = text[: 200_000] + "\n".join(text[200_000 + i:200_000 + i + 76] for i in range(0, 300_000, 76))
+    assert bpe.encode_ordinary(text) == tiktoken_enc.encode_ordinary(text)

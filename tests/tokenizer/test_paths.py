@@ -6,7 +6,7 @@ import re
 
 import pytest
 import regex
-from conftest import adversarial_strings
+from conftest import NOT_WHITESPACE, WHITESPACE_KINDS, adversarial_strings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -38,6 +38,22 @@ def test_chunks_pretokenize_as_in_context(text, size):
     chunks = pre.split_chunks(text, size=size)
     assert "".join(chunks) == text and "" not in chunks
     assert [w for c in chunks for w in pre.pretokenize(c)] == pre.pretokenize(text)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(_ASCII_PARTS, st.sampled_from(WHITESPACE_KINDS + NOT_WHITESPACE + ["é", "中"])),
+                max_size=40).map("".join),
+       st.integers(min_value=1, max_value=8))
+def test_space_cuts_found_by_str_find_are_the_regex_cuts(text, size):
+    # `split_chunks` looks for its cuts with str.find and str.isspace instead of `_SPLIT_RE`.
+    cuts = []
+    start = 0
+    while start < len(text):
+        found = pre._SPLIT_RE.search(text, start + size)
+        end = found.start() if found else len(text)
+        cuts.append(text[start:end])
+        start = end
+    assert pre.split_chunks(text, size=size) == cuts
 
 
 def test_chunks_are_cut_only_before_a_space_after_non_space():

@@ -6,8 +6,10 @@ is one C-level `map`; only misses run the merge loop, on token ids. Other text i
 chunks at safe points (`split_chunks`): ASCII chunks take the same path, and the rest go by
 pieces (`split_pieces`) through a piece cache, because Unicode pre-tokenization is slow.
 
-Text whose words keep missing the cache (no spaces: base64, minified code) switches to batch
-mode: the misses of ~32,000 words are merged together in NumPy rounds (`bpe_batch`).
+Text whose words keep missing the cache (no spaces: base64, minified code) switches to flat
+mode: ~500,000 characters at a time are merged together in NumPy rounds (`bpe_batch`), without
+the cache and without a Python object per word; a short probe through the cache at the start of
+each batch notices when the text turns ordinary again.
 
 One regex pass over the words beats caching whole pieces when the cache is cold (a piece cache
 pays a regex call and a tuple for each new piece: ~100,000 per 5 MB of code) and costs about
@@ -18,12 +20,21 @@ from __future__ import annotations
 
 import functools
 import heapq
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import chain, compress, repeat
-from operator import is_, is_not, lshift, or_
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import chain, groupby, repeat
+from operator import lshift, or_
+
+import numpy as np
 
 from gpt2_tokenizer.bpe_batch import BatchMerger
-from gpt2_tokenizer.pretokenizer import CHUNK_CHARS, ascii_words, pretokenize, split_chunks, split_pieces
+from gpt2_tokenizer.pretokenizer import (
+    CHUNK_CHARS,
+    ascii_words,
+    pretokenize,
+    split_chunks,
+    split_pieces,
+    word_end_cut,
+)
 
 __all__ = ["CACHE_MAX_ENTRIES", "BytePairEncoding", "bytes_to_unicode"]
 
@@ -38,12 +49,16 @@ _NO_MERGE = 1 << 62
 _CACHE_MAX_KEY_CHARS = 256  # Longer words and pieces rarely repeat: caching them costs memory.
 _FINE_CHUNK_CHARS = 256  # Cutting non-ASCII chunks again sends ~3/4 of their text back to ASCII.
 _HEAP_MIN_SYMBOLS = 48  # Above this, the O(n log n) heap merge beats the simple O(n^2) loop.
-# Batch mode (`_encode_batched`): entered when over 1/_MISS_SHARE of the last _MISS_WINDOW or
-# more words missed the cache, left when a batch has fewer misses; batches of about
-# _BATCH_WORDS words amortise NumPy's per-round cost.
-_MISS_SHARE = 8
-_MISS_WINDOW = 512
-_BATCH_WORDS = 32_768
+# Flat mode (`_encode_ascii`): entered when over 1/_FLAT_SHARE of the characters of the last
+# _WINDOW_CHARS or more were in words that missed the cache, left when the first _PROBE_CHARS of
+# a batch miss less. Missed characters, not missed words, measure what the cache saves: 1 MB of
+# random base64 misses ~75% of its characters and space-free prose ~70%, ordinary code and
+# prose ~10% from a cold cache. Batches of _BATCH_CHARS amortise NumPy's per-round cost (a
+# round costs ~60 us however small; 1 MB of random base64 takes ~70 rounds a batch).
+_FLAT_SHARE = 2
+_WINDOW_CHARS = 8192
+_PROBE_CHARS = 1024
+_BATCH_CHARS = 1 << 19
 
 
 @functools.lru_cache(maxsize=1)
@@ -81,13 +96,10 @@ def _ascii_and_other_chunks(text: str) -> Iterator[str]:
     non-ASCII characters do not send a megabyte down the Unicode path.
     """
     for chunk in split_chunks(text):
-        if chunk.isascii():
-            if len(chunk) > 2 * CHUNK_CHARS:  # So that batch mode can start and stop within.
-                yield from split_chunks(chunk, CHUNK_CHARS, word_ends=True)
-            else:
-                yield chunk
+        if chunk.isascii():  # Long ones are cut by `_encode_ascii`, as its mode needs.
+            yield chunk
             continue
-        for fine in split_chunks(chunk, _FINE_CHUNK_CHARS):
+        for fine in split_chunks(chunk, _FINE_CHUNK_CHARS):  # ASCII runs gather again in flat mode.
             if len(fine) > 2 * _FINE_CHUNK_CHARS and not fine.isascii():
                 yield from split_chunks(fine, _FINE_CHUNK_CHARS, word_ends=True)
             else:
@@ -101,10 +113,10 @@ class _BoundedCache(dict):  # type: ignore[type-arg]
         super().__init__()
         self._compute = compute
         self._max_entries = max_entries
-        self.misses = 0
+        self.missed_chars = 0  # Total length of the keys that missed, for the flat mode switch.
 
     def __missing__(self, key: str) -> tuple[int, ...]:
-        self.misses += 1
+        self.missed_chars += len(key)
         value = self._compute(key)
         if len(key) <= _CACHE_MAX_KEY_CHARS:
             if len(self) >= self._max_entries:
@@ -152,7 +164,6 @@ class BytePairEncoding:
         self._word_cache = _BoundedCache(self._encode_word, max_cache_entries)
         self._piece_cache = _BoundedCache(self._encode_piece, max_cache_entries)
         self._merger: BatchMerger | None | bool = False  # Built on first use; None: not exact here.
-        self._ascii_to_id: dict[str, int] | None = None  # `_bytes_to_id` for ASCII words, on first use.
 
     def _id_tables(self) -> tuple[list[int] | None, dict[int, int]]:
         """Byte -> id and left id << 20 | right id -> rank << 32 | merged id, for `_merge_ids`.
@@ -190,53 +201,144 @@ class BytePairEncoding:
         ids: list[int] = []
         extend = ids.extend
         piece_ids = self._piece_cache.__getitem__
-        cache = self._word_cache
-        batching = False  # Cache misses pending in `batch`, merged together (`_encode_batched`).
-        batch: list[str] = []
-        seen = misses = 0  # Words and cache misses since batch mode was last considered.
+        flat = False  # Flat mode: chunks gather in `pending`, then go to `_encode_pending`.
+        pending: list[str] = []
+        pending_chars = 0
+        window = [0, 0]  # Characters seen and missed in cache mode since the mode was last chosen.
         # Chunk by chunk: the word lists stay small (no 60 MB list for 5 MB of text).
         for chunk in _ascii_and_other_chunks(text):
-            if not chunk.isascii():  # Unicode pre-tokenization is slow: pieces are cached whole.
-                if batch:
-                    batching = self._encode_batched(batch, extend)
-                    batch = []
+            if flat:
+                pending.append(chunk)
+                pending_chars += len(chunk)
+                if pending_chars >= _BATCH_CHARS:
+                    flat = self._encode_pending(pending, window, extend)
+                    pending, pending_chars = [], 0
+            elif chunk.isascii():
+                switch = self._encode_ascii(chunk, window, extend)
+                if switch is not None:
+                    flat = True
+                    pending.append(chunk[switch:])
+                    pending_chars += len(chunk) - switch
+            else:  # Unicode pre-tokenization is slow: pieces are cached whole.
                 extend(chain.from_iterable(map(piece_ids, split_pieces(chunk))))
-            elif batching:
-                batch += ascii_words(chunk)
-                if len(batch) >= _BATCH_WORDS:
-                    batching = self._encode_batched(batch, extend)
-                    batch = []
-            else:
-                words = ascii_words(chunk)
-                misses -= cache.misses
-                extend(chain.from_iterable(map(word_ids, words)))
-                misses += cache.misses
-                seen += len(words)
-                if seen >= _MISS_WINDOW:
-                    batching = misses * _MISS_SHARE > seen and self._batch_merger() is not None
-                    seen = misses = 0
-        if batch:
-            self._encode_batched(batch, extend)
+        if pending:
+            self._encode_pending(pending, window, extend)
         return ids
 
-    def _encode_batched(self, words: list[str], extend) -> bool:  # type: ignore[no-untyped-def]
-        """Encodes ASCII words, their cache misses merged together; False when they were few.
+    def _encode_ascii(self, text: str, window: list[int],
+                      extend: Callable[[Iterable[int]], None]) -> int | None:
+        """Encodes ASCII text through the word cache until flat mode pays; returns where it would.
 
-        The text before must have been extended already and `words` must follow it (they are
-        extended here, in order, only after the batch is merged).
+        The text goes in pieces of about `CHUNK_CHARS`, cut at `word_end_cut` (each pre-tokenizes
+        as in context); `window` holds the characters seen and missed since the mode was last
+        chosen. Returns None when all of the text was encoded, else the index where the rest is
+        left for flat mode.
         """
+        start, size = 0, len(text)
+        while start < size:
+            end = size if size - start < 2 * CHUNK_CHARS else word_end_cut(text, start + CHUNK_CHARS)
+            window[1] += self._encode_cached(text[start:end], extend)
+            window[0] += end - start
+            start = end
+            if window[0] >= _WINDOW_CHARS:
+                hostile = window[1] * _FLAT_SHARE > window[0]
+                window[:] = [0, 0]
+                if hostile and self._batch_merger() is not None:
+                    return start
+        return None
+
+    def _encode_pending(self, chunks: list[str], window: list[int],
+                        extend: Callable[[Iterable[int]], None]) -> bool:
+        """Encodes the chunks gathered in flat mode, switching modes as needed; returns the mode.
+
+        Flat mode goes a batch of about `_BATCH_CHARS` at a time, each begun by a probe of
+        `_PROBE_CHARS` of ASCII text through the word cache. When the probe misses less than
+        1/_FLAT_SHARE of its characters, cache mode resumes (`_encode_ascii`), which returns to
+        flat mode after a window of misses: a text encoded again, whose probes hit the words they
+        put in the cache the first time, loses only a window a batch.
+        """
+        pieces: list[str] = []
+        for chunk in chunks:  # Long ASCII chunks are cut, to bound the batches' memory.
+            if len(chunk) > 2 * _BATCH_CHARS and chunk.isascii():
+                pieces += split_chunks(chunk, _BATCH_CHARS, word_ends=True)
+            else:
+                pieces.append(chunk)
+        piece_ids = self._piece_cache.__getitem__
+        flat = True
+        k = 0
+        while k < len(pieces):
+            if flat:
+                k, flat = self._encode_flat_batch(pieces, k, extend)
+                continue
+            piece = pieces[k]
+            if piece.isascii():
+                switch = self._encode_ascii(piece, window, extend)
+                if switch is not None:
+                    pieces[k] = piece[switch:]
+                    flat = True
+                    continue
+            else:
+                extend(chain.from_iterable(map(piece_ids, split_pieces(piece))))
+            k += 1
+        return flat
+
+    def _encode_flat_batch(self, pieces: list[str], k: int,
+                           extend: Callable[[Iterable[int]], None]) -> tuple[int, bool]:
+        """The probe and one flat batch from `pieces[k]` on; returns the next piece and the mode.
+
+        When the probe finds ordinary text, `pieces[k]` is replaced by what the probe left of it.
+        """
+        probed = missed = 0
+        while k < len(pieces) and probed < _PROBE_CHARS:
+            piece = pieces[k]
+            if not piece.isascii():
+                extend(chain.from_iterable(map(self._piece_cache.__getitem__, split_pieces(piece))))
+                k += 1
+                continue
+            cut = word_end_cut(piece, _PROBE_CHARS - probed)
+            missed += self._encode_cached(piece[:cut], extend)
+            probed += cut
+            if cut < len(piece):
+                pieces[k] = piece[cut:]
+            else:
+                k += 1
+        if probed >= _PROBE_CHARS and missed * _FLAT_SHARE <= probed:
+            return k, False
+        batch: list[str] = []
+        batch_chars = 0
+        while k < len(pieces) and batch_chars < _BATCH_CHARS:
+            batch.append(pieces[k])
+            batch_chars += len(pieces[k])
+            k += 1
+        if batch:
+            self._encode_flat(batch, extend)
+        return k, True
+
+    def _encode_cached(self, text: str, extend: Callable[[Iterable[int]], None]) -> int:
+        """Encodes ASCII text word by word through the word cache; returns the characters missed."""
         cache = self._word_cache
-        missing = list(set(words).difference(cache))
-        if missing:
-            values = self._encode_words(missing, self._batch_merger())  # type: ignore[arg-type]
-            if len(cache) + len(missing) > cache._max_entries:
-                cache.clear()
-            dict.update(cache, zip(missing, values))
-        extend(chain.from_iterable(map(cache.__getitem__, words)))
-        for word in missing:
-            if len(word) > _CACHE_MAX_KEY_CHARS:  # Long words are not kept (see `_BoundedCache`).
-                del cache[word]
-        return len(missing) * _MISS_SHARE > len(words)
+        missed = cache.missed_chars
+        extend(chain.from_iterable(map(cache.__getitem__, ascii_words(text))))
+        return cache.missed_chars - missed
+
+    def _encode_flat(self, chunks: list[str], extend: Callable[[Iterable[int]], None]) -> None:
+        """Encodes consecutive chunks in NumPy merge rounds (`BatchMerger.encode`), no caches.
+
+        Runs of ASCII chunks are pre-tokenized in one pass each; the few others by
+        `pretokenize`, their word lengths counted in UTF-8 bytes.
+        """
+        texts, lengths = [], []
+        for ascii, run in groupby(chunks, str.isascii):
+            text = "".join(run)
+            if ascii:
+                words = ascii_words(text)
+                lengths.append(np.fromiter(map(len, words), np.intp, len(words)))
+            else:
+                words = pretokenize(text)
+                lengths.append(np.fromiter((len(w.encode("utf-8")) for w in words), np.intp, len(words)))
+            texts.append(text)
+        data = "".join(texts).encode("utf-8")
+        extend(self._batch_merger().encode(data, np.concatenate(lengths)).tolist())  # type: ignore[union-attr]
 
     def _batch_merger(self) -> BatchMerger | None:
         """The NumPy merger, built on first use; None where the merge table does not allow it."""
@@ -247,22 +349,6 @@ class BytePairEncoding:
                 self._merger = BatchMerger(self._byte_ids, self._pair_ids, _PAIR_SHIFT,  # type: ignore[arg-type]
                                            self._merge_any)
         return self._merger  # type: ignore[return-value]
-
-    def _encode_words(self, words: list[str], merger: BatchMerger) -> list[tuple[int, ...]]:
-        """`_encode_word` of each ASCII word, the merges of all of them done together."""
-        values: list[tuple[int, ...] | None] = [None] * len(words)
-        todo = list(range(len(words)))
-        if self.whole_word_fast_path:
-            if self._ascii_to_id is None:
-                self._ascii_to_id = {raw.decode(): i for raw, i in self._bytes_to_id.items() if raw.isascii()}
-            hits = list(map(self._ascii_to_id.get, words))
-            todo = list(compress(todo, map(is_, hits, repeat(None))))
-            for k in compress(range(len(words)), map(is_not, hits, repeat(None))):
-                values[k] = (hits[k],)
-        rest = list(map(words.__getitem__, todo))
-        for k, value in zip(todo, merger.merge_words("".join(rest).encode(), list(map(len, rest)))):
-            values[k] = value
-        return values  # type: ignore[return-value]
 
     def _merge_any(self, ids: list[int]) -> list[int]:
         return self._merge_ids_heap(ids) if len(ids) > _HEAP_MIN_SYMBOLS else self._merge_ids(ids)

@@ -35,6 +35,7 @@ __all__ = [
     "pretokenize",
     "split_chunks",
     "split_pieces",
+    "word_end_cut",
 ]
 
 PRETOKENIZE_PATTERN = (
@@ -188,7 +189,7 @@ def split_chunks(text: str, size: int = CHUNK_CHARS, *, word_ends: bool = False)
 
     Args:
         text: Any string.
-        size: Shortest chunk wanted (the last may be shorter).
+        size: Shortest chunk wanted (the last may be shorter); at least 1.
         word_ends: Cut after an ASCII letter or digit run instead, where it meets another ASCII
             class: exact as well, and found in text without spaces.
 
@@ -199,10 +200,28 @@ def split_chunks(text: str, size: int = CHUNK_CHARS, *, word_ends: bool = False)
     """
     chunks = []
     start = 0
-    search = (_WORD_END_RE if word_ends else _SPLIT_RE).search
+    cut = word_end_cut if word_ends else _space_cut
     while start < len(text):
-        cut = search(text, start + size)
-        end = cut.start() if cut else len(text)
+        end = cut(text, start + size)
         chunks.append(text[start:end])
         start = end
     return chunks
+
+
+def _space_cut(text: str, pos: int) -> int:
+    """The first `_SPLIT_RE` cut at or after `pos` (>= 1), else len(text).
+
+    `str.find` skips ahead at memchr speed: the regex search took 31 ms to cross 1 MB of text
+    without spaces. The stdlib's `\\S` is exactly `not str.isspace()` (tested).
+    """
+    find = text.find
+    at = find(" ", pos)
+    while at > 0 and text[at - 1].isspace():
+        at = find(" ", at + 1)
+    return len(text) if at < 0 else at
+
+
+def word_end_cut(text: str, pos: int) -> int:
+    """The first `split_chunks(..., word_ends=True)` cut at or after `pos` (>= 1), else len(text)."""
+    found = _WORD_END_RE.search(text, pos)
+    return found.start() if found else len(text)
