@@ -28,8 +28,10 @@ import numpy as np
 import regex
 
 from gpt2_tokenizer import batch as _batch
+from gpt2_tokenizer import compat as _compat
 from gpt2_tokenizer import files as _files
 from gpt2_tokenizer.bpe import BytePairEncoding
+from gpt2_tokenizer.compat import HFTokenizerMixin, TiktokenMixin
 
 __all__ = ["GPT2Tokenizer"]
 
@@ -67,7 +69,7 @@ def _check_special_collection(value: Any, name: str) -> None:
         )
 
 
-class GPT2Tokenizer:
+class GPT2Tokenizer(HFTokenizerMixin, TiktokenMixin):
     """GPT-2's byte-level BPE tokenizer, ids identical to tiktoken and Hugging Face.
 
     Build it with `GPT2Tokenizer.from_pretrained()` (bundled GPT-2 vocabulary, offline) or
@@ -108,10 +110,13 @@ class GPT2Tokenizer:
         self._special: dict[str, int] = {}
         self._roles: dict[str, str | None] = {key: None for key in _files.SPECIAL_TOKEN_KEYS}
         self._additional: list[str] = []
+        self._plain: set[str] = set()  # Added tokens that are not special (`add_tokens`).
         self._special_re: regex.Pattern[str] | None = None
         self._pool: ProcessPoolExecutor | None = None
-        for content, token_id, _special in files.added_tokens:
+        for content, token_id, special in files.added_tokens:
             self._register(content, token_id)
+            if not special:
+                self._plain.add(content)
         config = files.config
         for key in _files.SPECIAL_TOKEN_KEYS:
             value = config.get(key, ENDOFTEXT if key in ("bos_token", "eos_token", "unk_token")
@@ -282,6 +287,7 @@ class GPT2Tokenizer:
                     existing = self.bpe.encoder.get(token)
                     added += existing is None
                     self._register(token, len(self) if existing is None else existing)
+                self._plain.discard(token)
             if role == "additional_special_tokens":
                 self._additional.extend(t for t in values if t not in self._additional)
             else:
@@ -338,16 +344,18 @@ class GPT2Tokenizer:
         """`encode`'s arguments checked once: (allowed, disallowed) special tokens."""
         _check_special_collection(allowed_special, "allowed_special")
         _check_special_collection(disallowed_special, "disallowed_special")
-        allowed = set(self._special) if allowed_special == "all" else set(allowed_special)
-        unknown = [t for t in allowed if t not in self._special]
+        specials = self.special_tokens_set
+        allowed = specials if allowed_special == "all" else set(allowed_special)
+        unknown = [t for t in allowed if t not in specials]
         if unknown:
             raise ValueError(
-                f"`allowed_special` may only name special tokens ({sorted(self._special)}). "
+                f"`allowed_special` may only name special tokens ({sorted(specials)}). "
                 f"Received unknown: {sorted(unknown)}. Add them with `tok.add_special_tokens`."
             )
+        # Tokens added with `add_tokens` are not special: always matched, never refused.
         if disallowed_special == "all":
-            return allowed, tuple(t for t in self._special if t not in allowed)
-        return allowed, tuple(disallowed_special)
+            return allowed | self._plain, tuple(t for t in specials if t not in allowed)
+        return allowed | self._plain, tuple(disallowed_special)
 
     def _encode_checked(self, text: str, allowed: set[str], disallowed: tuple[str, ...]) -> list[int]:
         """`encode` of a checked `str` under a checked policy (the per-text part of a batch)."""
@@ -532,6 +540,7 @@ class GPT2Tokenizer:
         *,
         errors: str = "replace",
         skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: bool | None = None,
     ) -> str:
         """Decodes ids to text, byte-exact: `decode(encode(s)) == s` for every valid `s`.
 
@@ -542,7 +551,11 @@ class GPT2Tokenizer:
         Args:
             ids: Token ids (ints, or a 1-D numpy/torch array).
             errors: Policy for invalid UTF-8.
-            skip_special_tokens: Drop special-token ids first (HF's option).
+            skip_special_tokens: Drop special-token ids first (HF's option); tokens added with
+                `add_tokens` are kept, as in HF.
+            clean_up_tokenization_spaces: Accepted as pipelines pass it, and ignored, as
+                transformers ignores it for byte-level BPE (the clean-up would delete spaces
+                before punctuation: the text would no longer be what was encoded).
 
         Returns:
             The text.
@@ -552,8 +565,9 @@ class GPT2Tokenizer:
         ('�', '😀')
         """
         ids = self._check_ids(ids)
+        del clean_up_tokenization_spaces
         if skip_special_tokens:
-            specials = set(self._special.values())
+            specials = self._special_ids()
             ids = [i for i in ids if i not in specials]
         return self.decode_bytes(ids).decode("utf-8", errors=errors)
 
@@ -586,23 +600,27 @@ class GPT2Tokenizer:
                     f"id {bad} at index {ids.index(bad)}. Check that the ids come from this "
                     "tokenizer (a model's vocab_size can exceed the tokenizer's)."
                 )
-            if None in self._id_to_bytes:
-                missing = [i for i in ids if self._id_to_bytes[i] is None]
-                if missing:
-                    raise ValueError(f"`ids` holds id {missing[0]}, which no token has.")
+            # Per id, not `None in self._id_to_bytes`: that scan of the vocabulary cost ~3 ms.
+            missing = [i for i in ids if self._id_to_bytes[i] is None]
+            if missing:
+                raise ValueError(f"`ids` holds id {missing[0]}, which no token has.")
         return [int(i) for i in ids]
 
     # ----------------------------------------------------------------- HF-style call
     def __call__(
         self,
         text: str | Sequence[str] | Sequence[Sequence[str]],
+        text_pair: str | Sequence[str] | Sequence[Sequence[str]] | None = None,
         *,
+        add_special_tokens: bool = True,
         padding: bool | str = False,
         truncation: bool | str | None = None,
         max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
         padding_side: Literal["right", "left"] | None = None,
         return_tensors: str | None = None,
-        return_attention_mask: bool = True,
+        return_token_type_ids: bool | None = None,
+        return_attention_mask: bool | None = None,
         return_offsets_mapping: bool = False,
         add_prefix_space: bool | None = None,
         is_split_into_words: bool = False,
@@ -618,21 +636,28 @@ class GPT2Tokenizer:
         Args:
             text: A str, a list of str, or with `is_split_into_words` a list of words (or a list
                 of such lists).
+            text_pair: A second text (or list of texts) encoded after `text` in the same row,
+                as HF does for pairs (GPT-2 puts nothing between them).
+            add_special_tokens: With `add_bos_token`, prepend `bos_token_id` (to each text of
+                a pair, as HF); GPT-2 adds nothing otherwise.
             padding: False/"do_not_pad", True/"longest" or "max_length". Needs `pad_token`.
             truncation: True/"longest_first" cuts rows to `max_length` (default
-                `model_max_length`); None cuts to `max_length` when one is given without
-                `padding` (HF's default);
-                False/"do_not_truncate" never cuts.
+                `model_max_length`), for a pair from the longer text first, as HF;
+                "only_first" cuts the first text only; None cuts to `max_length` when one is
+                given without `padding` (HF's default); False/"do_not_truncate" never cuts.
             max_length: Length for truncation and for padding="max_length".
+            pad_to_multiple_of: Round the padded length up to a multiple of this.
             padding_side: "right" or "left"; default `self.padding_side`.
             return_tensors: None (lists), "np", "pt", "tf" or "jax" (framework imported now).
-            return_attention_mask: Include `attention_mask`.
+            return_token_type_ids: Include `token_type_ids` (0 for `text`, 1 for `text_pair`).
+            return_attention_mask: Include `attention_mask` (default True).
             return_offsets_mapping: Include `offset_mapping`: (start, end) character spans into
                 the input; a token's leading space belongs to it, and a token holding part of a
                 multi-byte character spans that whole character (as HF fast does).
             add_prefix_space: Overrides `self.add_prefix_space` for this call.
-            is_split_into_words: The input is pre-split words; each is encoded on its own (with
-                a leading space when `add_prefix_space`), offsets are within the word.
+            is_split_into_words: The input is pre-split words; each is encoded on its own with
+                a leading space, so it needs `add_prefix_space` (HF's GPT2TokenizerFast refuses
+                it otherwise), and offsets are within the word.
             split_special_tokens: Encode special-token text as ordinary text.
 
         Returns:
@@ -646,14 +671,20 @@ class GPT2Tokenizer:
         >>> tok = GPT2Tokenizer.from_pretrained()
         >>> tok("Hello world")["input_ids"], tok(["Hello", " world"]).input_ids
         ([15496, 995], [[15496], [995]])
+        >>> tok("Hello", " world", return_token_type_ids=True).token_type_ids
+        [0, 1]
         """
-        batched, examples = _examples(text, is_split_into_words)
         prefix = self.add_prefix_space if add_prefix_space is None else bool(add_prefix_space)
-        rows = [
-            self._encode_row(example, prefix, is_split_into_words, split_special_tokens)
-            for example in examples
-        ]
+        batched, examples = self._call_examples(text, is_split_into_words, prefix)
+        options = (prefix, is_split_into_words, split_special_tokens, add_special_tokens)
+        rows = [self._encode_row(example, *options) for example in examples]
         limit = _batch.resolve_limit(truncation, max_length, self.model_max_length, padding)
+        if text_pair is not None:
+            pairs = _compat.check_pairs(text_pair, batched, len(examples),
+                                        self._call_examples(text_pair, is_split_into_words,
+                                                            prefix))
+            rows = [_compat.join_pair(row, self._encode_row(pair, *options), limit, truncation)
+                    for row, pair in zip(rows, pairs)]
         for i, row in enumerate(rows):
             if limit is not None:
                 for key in row:
@@ -667,8 +698,12 @@ class GPT2Tokenizer:
         side = self.padding_side if padding_side is None else padding_side
         if side not in ("right", "left"):
             raise ValueError(f"`padding_side` must be 'right' or 'left'. Received: {side!r}.")
-        _batch.pad_rows(rows, padding, max_length, self.model_max_length, self.pad_token_id, side)
-        keys = ["input_ids"] + ["attention_mask"] * bool(return_attention_mask)
+        padding, max_length = _compat.round_padding(rows, padding, max_length,
+                                                    self.model_max_length, pad_to_multiple_of)
+        _compat.pad_rows(rows, padding, max_length, self.model_max_length, self.pad_token_id,
+                         side=side)
+        keys = ["input_ids"] + ["token_type_ids"] * bool(return_token_type_ids)
+        keys += ["attention_mask"] * (return_attention_mask is not False)
         keys += ["offset_mapping"] * bool(return_offsets_mapping)
         out = _batch.BatchEncoding()
         for key in keys:
@@ -679,16 +714,32 @@ class GPT2Tokenizer:
                 out[key] = values if batched else values[0]
         return out
 
+    def _call_examples(self, text: Any, split_words: bool, prefix: bool) -> tuple[bool, list]:
+        parsed = _examples(text, split_words)
+        if split_words and not prefix:
+            raise ValueError(
+                "is_split_into_words=True needs add_prefix_space=True: each word is encoded "
+                "after a space ('world' -> 'Ġworld'), and without it the words would be glued "
+                "together. Received: add_prefix_space=False. Pass add_prefix_space=True (here or "
+                "to `from_pretrained`), as transformers' GPT2TokenizerFast requires."
+            )
+        return parsed
+
     def _encode_row(
-        self, example: Any, prefix: bool, split_words: bool, split_special: bool
+        self,
+        example: Any,
+        prefix: bool,
+        split_words: bool,
+        split_special: bool,
+        add_special_tokens: bool = True,
     ) -> _batch.Row:
         ids: list[int] = []
         spans: list[tuple[int, int]] = []
-        if self.add_bos_token and self.bos_token_id is not None:
+        if add_special_tokens and self.add_bos_token and self.bos_token_id is not None:
             ids.append(self.bos_token_id)
             spans.append((0, 0))
         for piece in example if split_words else [example]:
-            allowed = set() if split_special else set(self._special)
+            allowed = set(self._plain) if split_special else set(self._special)
             for segment, special, start in _with_starts(self._split_special(piece, allowed)):
                 if special:
                     ids.append(self._special[segment])
@@ -697,7 +748,8 @@ class GPT2Tokenizer:
                     seg_ids, seg_spans = self._encode_segment(segment, prefix)
                     ids += seg_ids
                     spans += [(a + start, b + start) for a, b in seg_spans]
-        return {"input_ids": ids, "attention_mask": [1] * len(ids), "offset_mapping": spans}
+        return {"input_ids": ids, "token_type_ids": [0] * len(ids),
+                "attention_mask": [1] * len(ids), "offset_mapping": spans}
 
     def _encode_segment(self, segment: str, prefix: bool) -> tuple[list[int], list[tuple]]:
         shifted = prefix and not segment.startswith(" ")
@@ -724,10 +776,12 @@ class GPT2Tokenizer:
         """
         path = Path(folder)
         path.mkdir(parents=True, exist_ok=True)
-        added = {t: i for t, i in self._special.items() if self.bpe.encoder.get(t) != i}
+        # Tokens from `add_tokens` (not special) are only in `added_tokens_decoder`, which says so.
+        added = {t: i for t, i in self._special.items()
+                 if self.bpe.encoder.get(t) != i and t not in self._plain}
         decoder = {
-            str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
-                     "single_word": False, "special": True}
+            str(i): {"content": t, "lstrip": False, "normalized": False,
+                     "rstrip": False, "single_word": False, "special": t not in self._plain}
             for t, i in sorted(self._special.items(), key=lambda item: item[1])
         }
         config = {
