@@ -116,7 +116,10 @@ class GenerationMixin:
                 the weights dominates each step, it measured no faster than eager
                 (`bench/README.md`). Tokens are those of `compile=False` (greedy, sampling,
                 beam search). torch keeps at most `torch._dynamo.config.recompile_limit`
-                compiled variants of the step and runs further shapes eagerly.
+                compiled variants of the step and runs further shapes eagerly. On a CUDA device
+                the step runs as a CUDA graph (`mode="reduce-overhead"`), one replay per token,
+                and the model keeps one cache per compiled step for it (the graph replays on
+                fixed addresses), lent to each call in turn.
             **kwargs: `GenerationConfig` fields (`max_new_tokens`, `do_sample`, `seed`, ...);
                 an unknown name raises `TypeError`. `seed=None` with `do_sample` draws the
                 seed from torch's global generator, so `torch.manual_seed` repeats a run.
