@@ -28,10 +28,11 @@ import numpy as np
 import regex
 
 from gpt2_tokenizer import batch as _batch
-from gpt2_tokenizer import compat as _compat
 from gpt2_tokenizer import files as _files
+from gpt2_tokenizer import hf_api as _hf_api
 from gpt2_tokenizer.bpe import BytePairEncoding
-from gpt2_tokenizer.compat import HFTokenizerMixin, TiktokenMixin
+from gpt2_tokenizer.hf_api import HFTokenizerMixin
+from gpt2_tokenizer.tiktoken_api import TiktokenMixin
 
 __all__ = ["GPT2Tokenizer"]
 
@@ -680,10 +681,10 @@ class GPT2Tokenizer(HFTokenizerMixin, TiktokenMixin):
         rows = [self._encode_row(example, *options) for example in examples]
         limit = _batch.resolve_limit(truncation, max_length, self.model_max_length, padding)
         if text_pair is not None:
-            pairs = _compat.check_pairs(text_pair, batched, len(examples),
+            pairs = _hf_api.check_pairs(text_pair, batched, len(examples),
                                         self._call_examples(text_pair, is_split_into_words,
                                                             prefix))
-            rows = [_compat.join_pair(row, self._encode_row(pair, *options), limit, truncation)
+            rows = [_hf_api.join_pair(row, self._encode_row(pair, *options), limit, truncation)
                     for row, pair in zip(rows, pairs)]
         for i, row in enumerate(rows):
             if limit is not None:
@@ -698,9 +699,9 @@ class GPT2Tokenizer(HFTokenizerMixin, TiktokenMixin):
         side = self.padding_side if padding_side is None else padding_side
         if side not in ("right", "left"):
             raise ValueError(f"`padding_side` must be 'right' or 'left'. Received: {side!r}.")
-        padding, max_length = _compat.round_padding(rows, padding, max_length,
+        padding, max_length = _hf_api.round_padding(rows, padding, max_length,
                                                     self.model_max_length, pad_to_multiple_of)
-        _compat.pad_rows(rows, padding, max_length, self.model_max_length, self.pad_token_id,
+        _hf_api.pad_rows(rows, padding, max_length, self.model_max_length, self.pad_token_id,
                          side=side)
         keys = ["input_ids"] + ["token_type_ids"] * bool(return_token_type_ids)
         keys += ["attention_mask"] * (return_attention_mask is not False)
