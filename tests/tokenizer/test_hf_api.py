@@ -385,3 +385,20 @@ def test_pad_imports_torch_only_for_torch_tensors():
         "assert 'torch' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def test_text_generation_pipeline_with_our_tokenizer_matches_hf_tokenizer():
+    """The pipeline tokenizes, pads to the left and decodes with our tokenizer (a tiny random
+    transformers model stands for the model: only the tokenizer differs between the runs)."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=64)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    prompts = ["Hello world", "naïve 😀 <|endoftext|> x"]
+    outputs = []
+    for tok in fresh():
+        generate = transformers.pipeline("text-generation", model=model, tokenizer=tok)
+        outputs.append([generate(prompts, max_new_tokens=5, do_sample=False),
+                        generate(prompts[0], max_new_tokens=3, do_sample=False,
+                                 return_full_text=False, clean_up_tokenization_spaces=True)])
+    assert outputs[0] == outputs[1]
+    assert outputs[0][0][0][0]["generated_text"].startswith("Hello world")
