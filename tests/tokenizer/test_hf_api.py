@@ -402,3 +402,52 @@ def test_text_generation_pipeline_with_our_tokenizer_matches_hf_tokenizer():
                                  return_full_text=False, clean_up_tokenization_spaces=True)])
     assert outputs[0] == outputs[1]
     assert outputs[0][0][0][0]["generated_text"].startswith("Hello world")
+
+
+def test_add_special_tokens_matches_hf():
+    ours, hf = fresh()
+    steps = [
+        lambda t: t.add_special_tokens({"pad_token": "hello", "eos_token": EOT}),
+        lambda t: t.add_special_tokens({"additional_special_tokens": ["<a>", "<b>"]}),
+        lambda t: t.add_special_tokens({"additional_special_tokens": ["<c>", "<a>"]}),  # replaces
+        lambda t: t.add_special_tokens({"additional_special_tokens": ["<d>"]},
+                                       replace_extra_special_tokens=False),
+        lambda t: t.add_special_tokens({"mask_token": transformers.AddedToken("<m>")}),
+    ]
+    for step in steps:
+        assert step(ours) == step(hf)
+        assert (ours.all_special_tokens, ours.all_special_ids, len(ours)) == \
+            (hf.all_special_tokens, hf.all_special_ids, len(hf))
+        assert ours.get_vocab() == hf.get_vocab()
+    for text in ["hello <a><b>x<m>", "<c> <d>" + EOT]:
+        ids = hf(text)["input_ids"]
+        assert ours(text).input_ids == ids
+        assert ours.decode(ids, skip_special_tokens=True) == hf.decode(ids, skip_special_tokens=True)
+        assert ours.get_special_tokens_mask(ids, already_has_special_tokens=True) == \
+            hf.get_special_tokens_mask(ids, already_has_special_tokens=True)
+    ours.add_special_tokens({"additional_special_tokens": ["<e>"]},
+                            replace_additional_special_tokens=False)  # transformers 4's name
+    assert ours.additional_special_tokens == ["<c>", "<a>", "<d>", "<e>"]
+
+
+@pytest.mark.parametrize("add_bos_token", [False, True])
+def test_special_tokens_mask_length_and_bos_match_hf(add_bos_token):
+    ours = GPT2Tokenizer.from_pretrained(add_bos_token=add_bos_token)
+    hf = transformers.GPT2TokenizerFast.from_pretrained(str(ASSETS_DIR), add_bos_token=add_bos_token)
+    for tok in (ours, hf):
+        tok.pad_token = tok.eos_token
+    kwargs = {"return_special_tokens_mask": True, "return_length": True,
+              "return_token_type_ids": True}
+    assert ours("a" + EOT, **kwargs) == dict(hf("a" + EOT, **kwargs))
+    for side in ("left", "right"):
+        args = (["a b c", "a"], ["x", "y z"])
+        assert ours(*args, padding=True, padding_side=side, **kwargs) == \
+            dict(hf(*args, padding=True, padding_side=side, **kwargs))
+        assert_same(ours(*args, padding=True, return_tensors="pt", **kwargs),
+                    hf(*args, padding=True, return_tensors="pt", **kwargs))
+    assert ours.tokenize("a", add_special_tokens=True) == hf.tokenize("a", add_special_tokens=True)
+    # The collator drops `special_tokens_mask` (it is for masked LM) and pads the rest.
+    rows = [ours("a b c", return_special_tokens_mask=True), ours("a", return_special_tokens_mask=True)]
+    hf_rows = [hf("a b c", return_special_tokens_mask=True), hf("a", return_special_tokens_mask=True)]
+    assert_same(transformers.DataCollatorForLanguageModeling(tokenizer=ours, mlm=False)(rows),
+                transformers.DataCollatorForLanguageModeling(tokenizer=hf, mlm=False)(hf_rows))

@@ -101,7 +101,7 @@ class HFTokenizerMixin:
     ) -> list[int]:
         """1 where a special token is (or would be added), 0 elsewhere, as in transformers."""
         if already_has_special_tokens:
-            special = set(self.all_special_ids) | self._special_ids()
+            special = set(self.all_special_ids)
             return [int(i in special) for i in [*token_ids_0, *(token_ids_1 or [])]]
         bos = [1] * (self.add_bos_token and self.bos_token_id is not None)
         mask = bos + [0] * len(token_ids_0)
@@ -549,9 +549,10 @@ def round_padding(
 
 
 def pad_rows(rows: list[_batch.Row], *args: Any, side: str) -> None:
-    """`batch.pad_rows`, with `token_type_ids` padded with 0 too."""
-    types = [row.pop("token_type_ids") for row in rows]
+    """`batch.pad_rows`, with `token_type_ids` (0) and `special_tokens_mask` (1) padded too."""
+    extra = {key: [row.pop(key) for row in rows] for key in ("token_type_ids", "special_tokens_mask")}
     _batch.pad_rows(rows, *args, side)  # type: ignore[arg-type]
-    for row, kinds in zip(rows, types):
-        pad = [0] * (len(row["input_ids"]) - len(kinds))
-        row["token_type_ids"] = pad + kinds if side == "left" else kinds + pad
+    for key, columns in extra.items():
+        for row, values in zip(rows, columns):
+            pad = [_PAD_FILL[key]] * (len(row["input_ids"]) - len(values))
+            row[key] = pad + values if side == "left" else values + pad

@@ -253,29 +253,42 @@ class GPT2Tokenizer(HFTokenizerMixin, TiktokenMixin):
                 )
         self._roles["pad_token"] = value
 
-    def add_special_tokens(self, tokens: dict[str, str | Sequence[str]]) -> int:
+    def add_special_tokens(
+        self,
+        tokens: dict[str, Any],
+        replace_extra_special_tokens: bool = True,
+        *,
+        replace_additional_special_tokens: bool | None = None,
+    ) -> int:
         """Adds special tokens, as HF does; new ids follow the current last id.
 
         Args:
-            tokens: Role -> token string (roles: bos/eos/unk/sep/pad/cls/mask_token), and
-                optionally `additional_special_tokens` -> list of strings.
+            tokens: Role -> token (roles: bos/eos/unk/sep/pad/cls/mask_token), and optionally
+                `additional_special_tokens` -> list of tokens; a token is a str or a
+                `tokenizers.AddedToken`.
+            replace_extra_special_tokens: The list given replaces `additional_special_tokens`
+                (its old tokens stay in the vocabulary), as in HF; False extends it.
+            replace_additional_special_tokens: transformers 4's name for the same option.
 
         Returns:
-            How many tokens were new to the vocabulary.
+            How many tokens were not yet added tokens (as HF counts them).
 
         >>> tok = GPT2Tokenizer.from_pretrained()
         >>> tok.add_special_tokens({"cls_token": "[CLS]"}), tok.token_to_id("[CLS]"), len(tok)
         (1, 50257, 50258)
         """
+        if replace_additional_special_tokens is not None:
+            replace_extra_special_tokens = replace_additional_special_tokens
         added = 0
         for role, value in tokens.items():
             if role == "additional_special_tokens":
-                if isinstance(value, str):
+                if isinstance(value, str) or not isinstance(value, (list, tuple)):
                     raise TypeError("`additional_special_tokens` must be a list of str. "
-                                    f"Received: the str {value!r}; wrap it in a list.")
-                values = [_check_str(v, f"tokens[{role!r}][{i}]") for i, v in enumerate(value)]
+                                    f"Received: {value!r:.60}; wrap it in a list.")
+                values = [_hf_api._token_content(v, f"tokens[{role!r}][{i}]")[0]
+                          for i, v in enumerate(value)]
             elif role in self._roles:
-                values = [_check_str(value, f"tokens[{role!r}]")]
+                values = [_hf_api._token_content(value, f"tokens[{role!r}]")[0]]
             else:
                 raise ValueError(
                     f"`tokens` keys must be among {list(self._roles)} or "
@@ -286,13 +299,15 @@ class GPT2Tokenizer(HFTokenizerMixin, TiktokenMixin):
                     raise ValueError(f"Special tokens must be non-empty. Received: {role}=''.")
                 if token not in self._special:
                     existing = self.bpe.encoder.get(token)
-                    added += existing is None
+                    added += 1
                     self._register(token, len(self) if existing is None else existing)
                 self._plain.discard(token)
-            if role == "additional_special_tokens":
-                self._additional.extend(t for t in values if t not in self._additional)
-            else:
+            if role != "additional_special_tokens":
                 self._roles[role] = values[0]
+            elif replace_extra_special_tokens:
+                self._additional = list(dict.fromkeys(values))
+            else:
+                self._additional.extend(t for t in values if t not in self._additional)
         return added
 
     # ----------------------------------------------------------------- encoding
@@ -623,9 +638,12 @@ class GPT2Tokenizer(HFTokenizerMixin, TiktokenMixin):
         return_token_type_ids: bool | None = None,
         return_attention_mask: bool | None = None,
         return_offsets_mapping: bool = False,
+        return_special_tokens_mask: bool = False,
+        return_length: bool = False,
         add_prefix_space: bool | None = None,
         is_split_into_words: bool = False,
         split_special_tokens: bool = False,
+        verbose: bool = True,
     ) -> _batch.BatchEncoding:
         """Tokenizes like `transformers.GPT2TokenizerFast.__call__` (same ids and offsets).
 
@@ -655,11 +673,15 @@ class GPT2Tokenizer(HFTokenizerMixin, TiktokenMixin):
             return_offsets_mapping: Include `offset_mapping`: (start, end) character spans into
                 the input; a token's leading space belongs to it, and a token holding part of a
                 multi-byte character spans that whole character (as HF fast does).
+            return_special_tokens_mask: Include `special_tokens_mask`: 1 for the tokens this
+                call adds (`bos_token` with `add_bos_token`, padding), 0 for the text's own.
+            return_length: Include `length`, each row's length after padding.
             add_prefix_space: Overrides `self.add_prefix_space` for this call.
             is_split_into_words: The input is pre-split words; each is encoded on its own with
                 a leading space, so it needs `add_prefix_space` (HF's GPT2TokenizerFast refuses
                 it otherwise), and offsets are within the word.
             split_special_tokens: Encode special-token text as ordinary text.
+            verbose: Accepted for HF's signature; nothing is printed.
 
         Returns:
             A `BatchEncoding` with `input_ids` and `attention_mask` (and `offset_mapping`):
@@ -675,6 +697,7 @@ class GPT2Tokenizer(HFTokenizerMixin, TiktokenMixin):
         >>> tok("Hello", " world", return_token_type_ids=True).token_type_ids
         [0, 1]
         """
+        del verbose
         prefix = self.add_prefix_space if add_prefix_space is None else bool(add_prefix_space)
         batched, examples = self._call_examples(text, is_split_into_words, prefix)
         options = (prefix, is_split_into_words, split_special_tokens, add_special_tokens)
@@ -706,6 +729,7 @@ class GPT2Tokenizer(HFTokenizerMixin, TiktokenMixin):
         keys = ["input_ids"] + ["token_type_ids"] * bool(return_token_type_ids)
         keys += ["attention_mask"] * (return_attention_mask is not False)
         keys += ["offset_mapping"] * bool(return_offsets_mapping)
+        keys += ["special_tokens_mask"] * bool(return_special_tokens_mask)
         out = _batch.BatchEncoding()
         for key in keys:
             values = [row[key] for row in rows]
@@ -713,6 +737,10 @@ class GPT2Tokenizer(HFTokenizerMixin, TiktokenMixin):
                 out[key] = _batch.to_tensors(key, values, return_tensors)
             else:
                 out[key] = values if batched else values[0]
+        if return_length:  # One length per row, a list even for one text, as in HF.
+            lengths = [len(row["input_ids"]) for row in rows]
+            out["length"] = lengths if return_tensors is None else _hf_api._as_tensor(
+                "length", lengths, return_tensors)
         return out
 
     def _call_examples(self, text: Any, split_words: bool, prefix: bool) -> tuple[bool, list]:
@@ -739,6 +767,7 @@ class GPT2Tokenizer(HFTokenizerMixin, TiktokenMixin):
         if add_special_tokens and self.add_bos_token and self.bos_token_id is not None:
             ids.append(self.bos_token_id)
             spans.append((0, 0))
+        added = len(ids)
         for piece in example if split_words else [example]:
             allowed = set(self._plain) if split_special else set(self._special)
             for segment, special, start in _with_starts(self._split_special(piece, allowed)):
@@ -750,7 +779,8 @@ class GPT2Tokenizer(HFTokenizerMixin, TiktokenMixin):
                     ids += seg_ids
                     spans += [(a + start, b + start) for a, b in seg_spans]
         return {"input_ids": ids, "token_type_ids": [0] * len(ids),
-                "attention_mask": [1] * len(ids), "offset_mapping": spans}
+                "attention_mask": [1] * len(ids), "offset_mapping": spans,
+                "special_tokens_mask": [1] * added + [0] * (len(ids) - added)}
 
     def _encode_segment(self, segment: str, prefix: bool) -> tuple[list[int], list[tuple]]:
         shifted = prefix and not segment.startswith(" ")
