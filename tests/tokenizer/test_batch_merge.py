@@ -101,19 +101,31 @@ def test_property_batch_mode_matches_tiktoken(batched, tiktoken_enc, text):
     assert batched.encode_ordinary(text) == tiktoken_enc.encode_ordinary(text)  # Warm.
 
 
-def test_hostile_megabyte_matches_tiktoken_in_flat_mode_and_leaves_it(tok, tiktoken_enc):
+def test_hostile_megabyte_matches_tiktoken_in_flat_mode(tok, tiktoken_enc):
     bpe = type(tok.bpe)(tok.encoder, tok.merges, whole_word_fast_path=True)
     rng = random.Random(1)
-    hostile = base64.b64encode(rng.randbytes(300_000)).decode()
-    hostile += "".join(rng.choice(_PROSE) for _ in range(60_000)) + "x" * 3000
-    ordinary = " the value of the token is returned" * 3000
-    for text in (hostile + " end", hostile + ordinary + hostile):
-        bpe.clear_cache()
-        expected = tiktoken_enc.encode_ordinary(text)
-        assert bpe.encode_ordinary(text) == expected
-        assert bpe.encode_ordinary(text) == expected  # The same with what the caches kept.
-    # Flat mode kept the hostile words out of the cache, and left for the ordinary text.
-    assert len(bpe._word_cache) < 15_000 and " returned" in bpe._word_cache  # Not ~50,000.
+    text = base64.b64encode(rng.randbytes(300_000)).decode()
+    text += "".join(rng.choice(_PROSE) for _ in range(60_000)) + "x" * 3000 + " end"
+    expected = tiktoken_enc.encode_ordinary(text)
+    assert bpe.encode_ordinary(text) == expected
+    assert len(bpe._word_cache) < 15_000  # Flat mode kept the base64 words (~40,000) out.
+    assert bpe.encode_ordinary(text) == expected  # The same with what the caches kept.
+
+
+def test_flat_mode_leaves_for_text_whose_words_the_cache_holds(tok, tiktoken_enc, monkeypatch):
+    monkeypatch.setattr(bpe_module, "_BATCH_CHARS", 16_384)
+    bpe = type(tok.bpe)(tok.encoder, tok.merges, whole_word_fast_path=True)
+    ordinary = "".join(f" the value of item {i} is returned to the caller." for i in range(4000))
+    hostile = base64.b64encode(random.Random(3).randbytes(150_000)).decode()
+    bpe.encode_ordinary(ordinary)
+    flat_chars = []
+    encode_flat = bpe._encode_flat
+    monkeypatch.setattr(bpe, "_encode_flat",
+                        lambda chunks, extend: (flat_chars.append(sum(map(len, chunks))), encode_flat(chunks, extend)))
+    text = hostile + ordinary + hostile
+    assert bpe.encode_ordinary(text) == tiktoken_enc.encode_ordinary(text)
+    # Each hostile part but its first window (8192 characters) went flat; the ordinary did not.
+    assert 2 * len(hostile) - 40_000 < sum(flat_chars) < 2 * len(hostile) + 40_000 < len(text)
 
 
 def test_flat_mode_is_entered_only_where_the_cache_misses(tok, monkeypatch):

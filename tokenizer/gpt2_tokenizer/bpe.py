@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from itertools import chain, groupby, repeat
+from itertools import chain, filterfalse, groupby, repeat
 from operator import lshift, or_
 
 import numpy as np
@@ -49,13 +49,15 @@ _NO_MERGE = 1 << 62
 _CACHE_MAX_KEY_CHARS = 256  # Longer words and pieces rarely repeat: caching them costs memory.
 _FINE_CHUNK_CHARS = 256  # Cutting non-ASCII chunks again sends ~3/4 of their text back to ASCII.
 _HEAP_MIN_SYMBOLS = 48  # Above this, the O(n log n) heap merge beats the simple O(n^2) loop.
-# Flat mode (`_encode_ascii`): entered when over 1/_FLAT_SHARE of the characters of the last
-# _WINDOW_CHARS or more were in words that missed the cache, left when the first _PROBE_CHARS of
-# a batch miss less. Missed characters, not missed words, measure what the cache saves: 1 MB of
-# random base64 misses ~75% of its characters and space-free prose ~70%, ordinary code and
-# prose ~10% from a cold cache. Batches of _BATCH_CHARS amortise NumPy's per-round cost (a
-# round costs ~60 us however small; 1 MB of random base64 takes ~70 rounds a batch).
-_FLAT_SHARE = 2
+# Flat mode (`_encode_ascii`): entered when over 2/3 of the characters of the last _WINDOW_CHARS
+# or more were in words that missed the cache, left when the first _PROBE_CHARS of a batch miss
+# under 1/3 (in between, the mode stays). Missed characters, not missed words, measure what the
+# cache saves. Windows of 8192 characters from a cold cache measured 0.77-0.83 in random base64
+# and 0.63-0.83 in space-free prose at first, and at most 0.47 in the Python stdlib and its
+# LICENSE (0.55 in windows of 4096). Batches of _BATCH_CHARS amortise NumPy's per-round cost
+# (~60 us a round however small; ~70 rounds a batch of space-free prose).
+_ENTER_FLAT = 2 / 3
+_LEAVE_FLAT = 1 / 3
 _WINDOW_CHARS = 8192
 _PROBE_CHARS = 1024
 _BATCH_CHARS = 1 << 19
@@ -241,7 +243,7 @@ class BytePairEncoding:
             window[0] += end - start
             start = end
             if window[0] >= _WINDOW_CHARS:
-                hostile = window[1] * _FLAT_SHARE > window[0]
+                hostile = window[1] > _ENTER_FLAT * window[0]
                 window[:] = [0, 0]
                 if hostile and self._batch_merger() is not None:
                     return start
@@ -251,11 +253,11 @@ class BytePairEncoding:
                         extend: Callable[[Iterable[int]], None]) -> bool:
         """Encodes the chunks gathered in flat mode, switching modes as needed; returns the mode.
 
-        Flat mode goes a batch of about `_BATCH_CHARS` at a time, each begun by a probe of
-        `_PROBE_CHARS` of ASCII text through the word cache. When the probe misses less than
-        1/_FLAT_SHARE of its characters, cache mode resumes (`_encode_ascii`), which returns to
-        flat mode after a window of misses: a text encoded again, whose probes hit the words they
-        put in the cache the first time, loses only a window a batch.
+        Flat mode goes a batch of about `_BATCH_CHARS` at a time, each begun by a probe: when
+        the cache holds the words of all but `_LEAVE_FLAT` of the characters of its first
+        `_PROBE_CHARS` of ASCII text, cache mode resumes (`_encode_ascii`), which returns to flat
+        mode after a window of misses. Flat mode does not fill the cache, so ordinary text after
+        hostile text stays in flat mode unless the cache knows its words from before.
         """
         pieces: list[str] = []
         for chunk in chunks:  # Long ASCII chunks are cut, to bound the batches' memory.
@@ -284,25 +286,23 @@ class BytePairEncoding:
 
     def _encode_flat_batch(self, pieces: list[str], k: int,
                            extend: Callable[[Iterable[int]], None]) -> tuple[int, bool]:
-        """The probe and one flat batch from `pieces[k]` on; returns the next piece and the mode.
+        """One flat batch from `pieces[k]` on, unless its probe finds words the cache holds.
 
-        When the probe finds ordinary text, `pieces[k]` is replaced by what the probe left of it.
+        The probe only looks words up: encoding them through the cache would cost a Python
+        merge a miss (~20 ms of the ~300 ms of 1 MB of space-free prose), and the words it put
+        in the cache would make the same text look ordinary when encoded again. Returns the
+        next piece and the mode.
         """
+        cache = self._word_cache
         probed = missed = 0
-        while k < len(pieces) and probed < _PROBE_CHARS:
-            piece = pieces[k]
-            if not piece.isascii():
-                extend(chain.from_iterable(map(self._piece_cache.__getitem__, split_pieces(piece))))
-                k += 1
-                continue
-            cut = word_end_cut(piece, _PROBE_CHARS - probed)
-            missed += self._encode_cached(piece[:cut], extend)
-            probed += cut
-            if cut < len(piece):
-                pieces[k] = piece[cut:]
-            else:
-                k += 1
-        if probed >= _PROBE_CHARS and missed * _FLAT_SHARE <= probed:
+        for piece in pieces[k:]:
+            if probed >= _PROBE_CHARS:
+                break
+            if piece.isascii():
+                words = ascii_words(piece[:word_end_cut(piece, _PROBE_CHARS - probed)])
+                missed += sum(map(len, filterfalse(cache.__contains__, words)))
+                probed += sum(map(len, words))
+        if probed >= _PROBE_CHARS and missed < _LEAVE_FLAT * probed:
             return k, False
         batch: list[str] = []
         batch_chars = 0
@@ -310,8 +310,7 @@ class BytePairEncoding:
             batch.append(pieces[k])
             batch_chars += len(pieces[k])
             k += 1
-        if batch:
-            self._encode_flat(batch, extend)
+        self._encode_flat(batch, extend)
         return k, True
 
     def _encode_cached(self, text: str, extend: Callable[[Iterable[int]], None]) -> int:
