@@ -5,7 +5,10 @@ JAX would silently clamp an out-of-range id inside a compiled gather. Arguments 
 (the caller's own `jit`/`grad`) cannot be inspected: their shapes and dtypes are still checked
 (through zero placeholders of the same shape), and their values are checked by `checked_call`
 under `jax.experimental.checkify`, or show up as NaN logits (the embedding gather fills
-out-of-range rows with NaN instead of clamping).
+out-of-range rows with NaN instead of clamping). Under `jax.export` with symbolic shapes
+(`jax.export.symbolic_shape("b, t")`) the same shape rules are checked on the dimension
+expressions; the `n_positions` bound must then be provable from the symbolic scope's
+constraints (e.g. `constraints=("t <= 1024",)`), which the exported function enforces at call time.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.errors import InconclusiveDimensionOperation
+from jax.export import is_symbolic_dim
 
 from gpt2_core.checks import check_label_range, check_past_shapes
 from gpt2_core.config import GPT2Config
@@ -50,24 +55,53 @@ def _as_array(x: Any, name: str) -> Array | None:
                         ) from e
 
 
-def _for_check(x: Array | None) -> np.ndarray | None:
+class _SymbolicShape(NamedTuple):
+    """Stands in for a traced array whose shape holds `jax.export` dimension expressions, so
+    `check_inputs` compares shapes symbolically. `size` 0 skips its value checks: traced values
+    cannot be read (as the zeros stand-in of a concrete shape, which pass them)."""
+
+    shape: tuple[Any, ...]
+    dtype: Any
+    size: int = 0
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+def _for_check(x: Array | None) -> np.ndarray | _SymbolicShape | None:
     """A NumPy value to validate: the value itself when concrete, zeros of its shape when traced
-    (so shape and dtype rules still apply)."""
+    (so shape and dtype rules still apply), a `_SymbolicShape` when that shape is symbolic."""
     if x is None:
         return None
     if is_traced(x):
+        if any(is_symbolic_dim(d) for d in x.shape):
+            return _SymbolicShape(tuple(x.shape), x.dtype)
         return np.zeros(x.shape, x.dtype)
     return np.asarray(x)
 
 
+def _n_positions_bound_message(config: GPT2Config, past_len, T) -> str:
+    total = past_len + T
+    return (f"The sequence length is symbolic ({total}) and cannot be shown to fit the model's "
+            f"`n_positions`={config.n_positions}. Declare the bound when building the symbolic "
+            f"shapes, e.g. `jax.export.symbolic_shape(..., constraints=(\"{total} <= "
+            f"{config.n_positions}\",))`; the exported function then refuses longer inputs.")
+
+
 def validate(config: GPT2Config, input_ids, attention_mask, position_ids, token_type_ids,
-             past_len: int, labels) -> None:
-    """`gpt2_core.reference.check_inputs` on concrete values (shape checks only when traced)."""
+             past_len, labels) -> None:
+    """`gpt2_core.reference.check_inputs` on concrete values (shape checks only when traced,
+    on dimension expressions when the shapes are symbolic)."""
     ids = _for_check(input_ids)
     if ids is not None and not np.issubdtype(ids.dtype, np.integer):
         raise TypeError(f"`input_ids` must hold integers. Received dtype {ids.dtype}.")
-    check_inputs(config, ids, _for_check(attention_mask), _for_check(position_ids),
-                 _for_check(token_type_ids), past_len, _for_check(labels))
+    try:
+        check_inputs(config, ids, _for_check(attention_mask), _for_check(position_ids),
+                     _for_check(token_type_ids), past_len, _for_check(labels))
+    except InconclusiveDimensionOperation as e:
+        # the only order comparison in check_inputs is past + seq > n_positions
+        raise ValueError(_n_positions_bound_message(config, past_len, ids.shape[1])) from e
 
 
 def check_one_source(config: GPT2Config, input_ids, inputs_embeds) -> None:
@@ -95,13 +129,45 @@ def check_labels(labels, upper: int, name: str = "labels", bound: str = "vocab_s
         check_label_range(np.asarray(labels), upper, name, bound, hint)
 
 
+def _has_symbolic_dims(pairs: Any) -> bool:
+    try:
+        return any(is_symbolic_dim(d) for k, v in pairs for d in (*k.shape, *v.shape))
+    except (TypeError, ValueError, AttributeError):  # not pairs of arrays: check_past_shapes says
+        return False
+
+
+def _constant_dims(x: Array) -> _SymbolicShape:
+    """`x` as `check_past_shapes` should read it: symbolic dimensions as None (not compared)."""
+    return _SymbolicShape(tuple(None if is_symbolic_dim(d) else d for d in x.shape), x.dtype)
+
+
+def check_past(config: GPT2Config, pairs: Any, B, length_name: str = "past"):
+    """`gpt2_core.checks.check_past_shapes`, also on `jax.export` symbolic shapes: there the
+    constant dimensions are checked by it and the symbolic ones compared here as expressions.
+    Returns the past length (a dimension expression when symbolic)."""
+    if not _has_symbolic_dims(pairs):
+        return check_past_shapes(config, pairs, B, length_name)
+    view = tuple((_constant_dims(k), _constant_dims(v)) for k, v in pairs)
+    check_past_shapes(config, view, None if is_symbolic_dim(B) else B, length_name)
+    want = (B, config.n_head, pairs[0][0].shape[2], config.head_dim)
+    for i, pair in enumerate(pairs):
+        for part, x in zip(("key", "value"), pair):
+            if tuple(x.shape) != want:
+                raise ValueError(
+                    f"`past_key_values[{i}]` {part} must have shape (batch={B}, n_head="
+                    f"{config.n_head}, {length_name}={want[2]}, head_dim={config.head_dim}), with "
+                    f"one {length_name} length for every key and value. Received shape "
+                    f"{tuple(x.shape)}. Give every key and value the same symbolic shape.")
+    return want[2]
+
+
 def check_cache(config: GPT2Config, cache: KVCache, B: int) -> None:
     """A `KVCache` passed as `past_key_values`: its buffers' static shapes, traced or not."""
     if len(cache.keys) != len(cache.values):
         raise ValueError(f"`past_key_values` (a KVCache) must hold as many value buffers as key "
                          f"buffers. Received {len(cache.keys)} keys and {len(cache.values)} values."
                          " Build it with `model.init_cache(batch_size, max_length)`.")
-    check_past_shapes(config, tuple(zip(cache.keys, cache.values)), B, "max_length")
+    check_past(config, tuple(zip(cache.keys, cache.values)), B, "max_length")
 
 
 def prepare(config: GPT2Config, dtype, input_ids, attention_mask=None, position_ids=None,
@@ -149,7 +215,7 @@ def prepare(config: GPT2Config, dtype, input_ids, attention_mask=None, position_
         given_past = past_key_values is not None and not (
             isinstance(past_key_values, (tuple, list)) and not past_key_values)
         if given_past:
-            past_len = check_past_shapes(config, past_key_values, B)
+            past_len = check_past(config, past_key_values, B)
         validate(config, input_ids, attention_mask, position_ids, token_type_ids, past_len, labels)
         if given_past:
             kind, cache = "tuple", KVCache.from_past(past_key_values, T, dtype)

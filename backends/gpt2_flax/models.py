@@ -159,7 +159,8 @@ class _GPT2Base(nnx.Module):
                                    extra_files=checkpoint_files_of(self))
 
     def save_state(self, directory: str | os.PathLike[str]) -> None:
-        """Orbax checkpoint of the full NNX state."""
+        """Orbax checkpoint of the full NNX state (weights and dropout RNG state). To resume
+        training, save the optimizer with it: `gpt2_flax.training.save_checkpoint`."""
         weights.save_state(self, directory)
 
     def restore_state(self, directory: str | os.PathLike[str]):

@@ -115,7 +115,8 @@ def build(create: Callable[[], nnx.Module], config: GPT2Config, head: str,
 
 
 def save_state(model: nnx.Module, directory: str | os.PathLike[str]) -> None:
-    """Write the model's full NNX state (parameters and RNG state) with Orbax."""
+    """Write the model's full NNX state (parameters and RNG state) with Orbax. To resume
+    training, save the optimizer too: `gpt2_flax.training.save_checkpoint`."""
     import orbax.checkpoint as ocp  # optional at import time: only checkpointing needs it
 
     _, state = nnx.split(model)

@@ -37,3 +37,17 @@ def checkpoint(tmp_path, config, head="lm", seed=0, scale=0.2):
 
 def random_ids(config, shape, seed=0, low=0):
     return np.random.default_rng(seed).integers(low, config.vocab_size, shape)
+
+
+class Recorder:
+    """A streamer (the `put`/`end` protocol of transformers' streamers) that keeps what it gets."""
+
+    def __init__(self):
+        self.values, self.ended = [], 0
+
+    def put(self, value):
+        assert not self.ended
+        self.values.append(np.asarray(value))
+
+    def end(self):
+        self.ended += 1

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import checkpoint, random_ids
+from conftest import Recorder, checkpoint, random_ids
 from flax import nnx
 
 from gpt2_core import GPT2Config
@@ -176,18 +176,6 @@ def test_sampling_num_return_sequences_repeats_rows_and_draws_each(models):
 
 
 # ---- streaming ---------------------------------------------------------------------------------
-class Recorder:
-    def __init__(self):
-        self.values, self.ended = [], 0
-
-    def put(self, value):
-        assert not self.ended
-        self.values.append(np.asarray(value))
-
-    def end(self):
-        self.ended += 1
-
-
 @pytest.mark.parametrize("kw", [
     {"eos_token_id": [7, 9, 11], "pad_token_id": 3, "max_new_tokens": 30},  # rows stop early
     {"do_sample": True, "num_return_sequences": 2, "seed": 5, "max_new_tokens": 9},

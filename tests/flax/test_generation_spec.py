@@ -9,7 +9,7 @@ import jax.extend.random as jex_random
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import checkpoint
+from conftest import Recorder, checkpoint
 
 import gpt2_core
 from gpt2_conformance.adapters.base import generation_outputs
@@ -170,17 +170,6 @@ def test_stop_strings_equal_the_reference(model):
 
 
 def test_streamer_receives_exactly_the_returned_tokens(model, frequent):
-    class Recorder:
-        def __init__(self):
-            self.values, self.ended = [], 0
-
-        def put(self, value):
-            assert not self.ended
-            self.values.append(np.asarray(value))
-
-        def end(self):
-            self.ended += 1
-
     s = Recorder()
     got = check(model, "stream", dict(max_new_tokens=12, do_sample=True, seed=3,
                                       num_return_sequences=2, eos_token_id=frequent[:2]), streamer=s)
