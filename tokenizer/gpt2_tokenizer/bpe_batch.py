@@ -161,9 +161,9 @@ class BatchMerger:
         ranks[ends] = END
         words = np.arange(len(lengths))  # Index of each unfinished word, in text order.
         sizes = lengths  # Live cells of each unfinished word.
+        starts = ends - lengths + 1
         finished: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (words, sizes, ids)
         while True:
-            starts = np.cumsum(sizes) - sizes
             best = np.minimum.reduceat(ranks, starts)
             done = best >= NO_MERGE
             n_done = int(np.count_nonzero(done))
@@ -198,10 +198,13 @@ class BatchMerger:
             keep[right] = False
             # np.compress is ~3x faster than boolean indexing here (1M cells: 1.8 ms, 4.9 ms).
             ids, ranks = np.compress(keep, ids), np.compress(keep, ranks)
-            sizes = sizes - np.diff(np.searchsorted(at, starts), append=len(at))
             if n_done:
-                live = ~done
-                words, sizes = words[live], sizes[live]
+                words = words[~done]
+            # Each word's last cell, and only it, holds END. Scanning for it beat counting each
+            # word's merges with searchsorted (1 MB of space-free prose: 263 ms, 278 ms).
+            ends = np.flatnonzero(ranks == END)
+            sizes = np.diff(ends, prepend=-1)
+            starts = ends - sizes + 1
         return self._place(finished, len(lengths))
 
     @staticmethod
