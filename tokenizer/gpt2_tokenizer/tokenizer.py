@@ -528,7 +528,9 @@ class GPT2Tokenizer(HFTokenizerMixin, TiktokenMixin):
             self._pool = None
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("bpe", "_pool")}
+        # Lookup tables the API mixins cache (`*_cache`) are rebuilt on demand, not pickled.
+        state = {k: v for k, v in self.__dict__.items()
+                 if k not in ("bpe", "_pool") and not k.endswith("_cache")}
         state["_fast_path"] = self.bpe.whole_word_fast_path
         state["_special_re"] = None
         return state
