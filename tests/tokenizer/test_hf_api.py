@@ -149,6 +149,8 @@ def test_add_tokens_matches_hf():
     assert ours.encode("a<think>b") == [64, 50257, 65]
     assert ours.encode_ordinary("a<think>b") == ours.encode_ordinary("a") + \
         ours.encode_ordinary("<think>b")
+    assert ours.encode_ordinary_batch(["a<think>b"]) == [ours.encode_ordinary("a<think>b")]
+    assert ours.encode_batch(["a<think>b"]) == [[64, 50257, 65]]
     with pytest.raises(ValueError, match="disallowed special token '<sp>'"):
         ours.encode("<sp>")
 

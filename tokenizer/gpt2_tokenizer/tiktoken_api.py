@@ -122,8 +122,8 @@ class TiktokenMixin:
         self: GPT2Tokenizer, text: Sequence[str], *, num_threads: int = 1
     ) -> list[list[int]]:
         """`encode_ordinary` of each text (`num_threads` as in `encode_batch`)."""
-        if self._plain:  # `encode_batch` would match the added tokens; ordinary text must not.
-            self.encode_batch(text, num_threads=1, disallowed_special=())  # checks the input
+        if self._plain and not isinstance(text, str) and isinstance(text, Sequence):
+            # `encode_batch` would match the tokens from `add_tokens`; ordinary text must not.
             return [self.encode_ordinary(t) for t in text]
         return self.encode_batch(text, num_threads=num_threads, disallowed_special=())
 

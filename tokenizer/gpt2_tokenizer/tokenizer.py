@@ -74,7 +74,9 @@ class GPT2Tokenizer(HFTokenizerMixin, TiktokenMixin):
     """GPT-2's byte-level BPE tokenizer, ids identical to tiktoken and Hugging Face.
 
     Build it with `GPT2Tokenizer.from_pretrained()` (bundled GPT-2 vocabulary, offline) or
-    `GPT2Tokenizer.from_pretrained(folder)` (any Hugging Face folder of this kind).
+    `GPT2Tokenizer.from_pretrained(folder)` (any Hugging Face folder of this kind). The rest of
+    transformers' tokenizer API (`pad`, `tokenize`, `add_tokens`, ...) comes from
+    `hf_api.HFTokenizerMixin`, the rest of tiktoken's from `tiktoken_api.TiktokenMixin`.
 
     Attributes:
         bpe: The vocabulary, merges and caches (`encoder`, `bpe_ranks`, `merges`).
