@@ -7,12 +7,16 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from gpt2_core._io import atomic_write_text
 from gpt2_core.activations import ACTIVATIONS
 
 SUMMARY_TYPES = ("last", "first", "mean", "cls_index", "attn")
+# The keys transformers' tools (Trainer, pipelines, peft) assign on `model.config` at run time:
+# the only assignable fields; everything else is frozen.
+RUNTIME_KEYS = ("use_cache", "output_hidden_states", "output_attentions", "return_dict")
+_RUNTIME_DEFAULTS = {"output_hidden_states": False, "output_attentions": False, "return_dict": True}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +25,11 @@ class GPT2Config:
 
     Unknown keys of a loaded `config.json` are kept in `extra` and written back unchanged, so a
     hub config survives a load/save round trip. Derived values are properties.
+
+    Frozen, except the runtime keys `use_cache`, `output_hidden_states`, `output_attentions` and
+    `return_dict` (`RUNTIME_KEYS`): transformers' Trainer and pipelines assign them, so they
+    may be assigned too (`config.use_cache = False`), checked on assignment. They are the
+    defaults of the models' forward arguments of the same names, and leave the hash alone.
     """
 
     vocab_size: int = 50257
@@ -44,6 +53,9 @@ class GPT2Config:
     scale_attn_by_inverse_layer_idx: bool = False
     reorder_and_upcast_attn: bool = False
     use_cache: bool = True
+    output_hidden_states: bool = False
+    output_attentions: bool = False
+    return_dict: bool = True
     bos_token_id: int | None = 50256
     eos_token_id: int | list[int] | None = 50256
     pad_token_id: int | None = None
@@ -51,6 +63,8 @@ class GPT2Config:
     num_labels: int = 2
     problem_type: str | None = None
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # transformers' config protocol, read by its tools and peft (a class constant, not a field)
+    model_type: ClassVar[str] = "gpt2"
 
     def __post_init__(self) -> None:
         problems = list(_validate(self))
@@ -58,7 +72,8 @@ class GPT2Config:
             raise ValueError("Invalid GPT2Config: " + " ".join(problems))
 
     def __hash__(self) -> int:  # dict-valued fields: hash the canonical JSON instead
-        return hash(self.to_json_string())
+        data = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_KEYS}
+        return hash(json.dumps(data, sort_keys=True))
 
     # ---- derived values -------------------------------------------------------------------
     @property
@@ -91,6 +106,10 @@ class GPT2Config:
     def residual_init_std(self) -> float:
         """Init std of the residual projections (`attn.c_proj`, `mlp.c_proj`), GPT-2 paper 2.3."""
         return self.initializer_range / math.sqrt(2 * self.n_layer)
+
+    def get_text_config(self, *args: Any, **kwargs: Any) -> GPT2Config:
+        """transformers' protocol for multimodal configs: GPT-2's config is its own text config."""
+        return self
 
     def replace(self, **changes: Any) -> GPT2Config:
         return dataclasses.replace(self, **changes)
@@ -133,6 +152,8 @@ class GPT2Config:
         for f in dataclasses.fields(self):
             if f.name in ("extra", "num_labels"):
                 continue
+            if f.name in _RUNTIME_DEFAULTS and getattr(self, f.name) == _RUNTIME_DEFAULTS[f.name]:
+                continue  # runtime keys are written only when set (hub files carry none)
             data[f.name] = getattr(self, f.name)
         if "id2label" not in self.extra:
             data["id2label"] = _default_id2label(self.num_labels)
@@ -177,6 +198,29 @@ class GPT2Config:
                 f"Unknown preset `name`. Received: name={name!r}. Expected one of {sorted(PRESETS)}."
             )
         return cls(**{**PRESETS[name], **overrides})
+
+
+def _runtime_setattr(self: GPT2Config, name: str, value: Any) -> None:
+    if name not in RUNTIME_KEYS:
+        raise dataclasses.FrozenInstanceError(
+            f"cannot assign to field {name!r}: GPT2Config is frozen except its runtime keys "
+            f"{RUNTIME_KEYS}. Make a new config instead: config.replace({name}=...).")
+    problem = _runtime_problem(name, value)
+    if problem:
+        raise TypeError(problem)
+    object.__setattr__(self, name, value)
+
+
+# A frozen dataclass may not define `__setattr__` in its body; installed afterwards, it keeps
+# `frozen=True`'s generated `__init__`, `__eq__` and `replace` and opens the runtime keys only.
+GPT2Config.__setattr__ = _runtime_setattr  # type: ignore[method-assign]
+
+
+def _runtime_problem(name: str, value: Any) -> str | None:
+    if not isinstance(value, bool):
+        return (f"`{name}` must be a bool (True or False). Received: {name}={value!r} "
+                f"({type(value).__name__}).")
+    return None
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -240,6 +284,10 @@ def _validate(c: GPT2Config):
             "`summary_activation` must be None, 'tanh' or 'linear'. Received: "
             f"summary_activation={c.summary_activation!r}."
         )
+    for name in RUNTIME_KEYS:
+        problem = _runtime_problem(name, getattr(c, name))
+        if problem:
+            yield problem
     for name in ("bos_token_id", "pad_token_id"):
         v = getattr(c, name)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):

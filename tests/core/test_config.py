@@ -101,3 +101,34 @@ def test_missing_and_corrupt_config_files(tmp_path):
 def test_unknown_preset():
     with pytest.raises(ValueError, match=r"Unknown preset `name`. Received: name='gpt3'"):
         GPT2Config.from_preset("gpt3")
+
+
+def test_runtime_keys_are_assignable_and_checked():
+    import dataclasses
+
+    config = GPT2Config(n_layer=2, output_hidden_states=True)
+    before = hash(config)
+    config.use_cache = False
+    config.output_attentions = True
+    config.return_dict = False
+    assert (config.use_cache, config.output_hidden_states, config.output_attentions,
+            config.return_dict) == (False, True, True, False)
+    assert hash(config) == before  # runtime keys leave the hash alone
+    with pytest.raises(TypeError, match=r"`use_cache` must be a bool.*Received: use_cache=1"):
+        config.use_cache = 1
+    with pytest.raises(dataclasses.FrozenInstanceError, match=r"'n_layer'.*config.replace"):
+        config.n_layer = 3
+    with pytest.raises(ValueError, match=r"`return_dict` must be a bool.*'yes'"):
+        GPT2Config(return_dict="yes")
+    assert config.replace(n_layer=3).output_attentions  # replace keeps them
+
+
+def test_runtime_keys_load_from_and_save_to_config_json(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({**HUB_CONFIG, "output_hidden_states": True,
+                                                      "use_cache": False}))
+    config = GPT2Config.from_json(tmp_path)
+    assert config.output_hidden_states and not config.use_cache and "use_cache" not in config.extra
+    assert config.to_dict()["output_hidden_states"] is True
+    assert "return_dict" not in GPT2Config().to_dict()  # defaults are not written (as the hub)
+    assert GPT2Config.from_dict(config.to_dict()) == config
+    assert config.model_type == "gpt2" and config.get_text_config() is config
