@@ -78,6 +78,10 @@ def save_checkpoint(manager: ocp.CheckpointManager, step: int, model: nnx.Module
     """
     import orbax.checkpoint as ocp  # optional at import time: only checkpointing needs it
 
+    if not manager.directory.is_absolute():  # Orbax refuses it only midway, leaving a temp folder
+        raise ValueError(f"`manager` must be built on an absolute directory: Orbax writes only "
+                         f"there. Received: {str(manager.directory)!r}. Pass "
+                         "`os.path.abspath(directory)` to `ocp.CheckpointManager`.")
     items = {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}
     return manager.save(step, args=ocp.args.Composite(
         **{name: ocp.args.StandardSave(state) for name, state in items.items()}), force=force)

@@ -100,9 +100,14 @@ def test_orbax_resume_equals_the_uninterrupted_run(tmp_path):
     assert float(train_step(other, other_opt, ids, ids, mask)) != losses[0]
 
 
-def test_orbax_restore_picks_a_step_and_refuses_missing_ones(tmp_path):
+def test_orbax_restore_picks_a_step_and_refuses_missing_ones(tmp_path, monkeypatch):
     data = batches(2)
     model, optimizer = fresh(dropout_seed=1)
+    monkeypatch.chdir(tmp_path)
+    with ocp.CheckpointManager("relative") as manager:
+        with pytest.raises(ValueError, match="`manager` must be built on an absolute directory"):
+            save_checkpoint(manager, 0, model, optimizer)
+    assert not (tmp_path / "relative").exists() or not any((tmp_path / "relative").iterdir())
     with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
         with pytest.raises(ValueError, match="`manager` holds no checkpoint to restore"):
             restore_checkpoint(manager, model, optimizer)
@@ -161,11 +166,24 @@ def test_export_forward_with_symbolic_batch_and_sequence(model):
         exported.call(*inputs(1, CFG.n_positions + 2, seed=0))
 
 
-def test_export_needs_the_n_positions_bound(model):
+def test_export_checks_shapes_symbolically(model):
+    forward = jax.jit(lambda ids, mask: model(ids, mask).logits)
     b, t = export.symbolic_shape("b, t")
     with pytest.raises(ValueError, match=r"symbolic \(t\) and cannot be shown to fit the model's "
                                          r"`n_positions`=48.*constraints=\(\"t <= 48\",\)"):
-        export.export(jax.jit(lambda ids, mask: model(ids, mask).logits))(spec(b, t), spec(b, t))
+        export.export(forward)(spec(b, t), spec(b, t))
+    b, t = export.symbolic_shape("b, t", constraints=("t <= 40",))
+    with pytest.raises(ValueError, match=r"`attention_mask` must have shape \(batch, past \+ seq\) "
+                                         r"= \(b, t\)\. Received shape \(b, t \+ 1\)"):
+        export.export(forward)(spec(b, t), spec(b, t + 1))
+    b, p = export.symbolic_shape("b, p", constraints=("p <= 40",))
+    kv = jax.ShapeDtypeStruct((b, CFG.n_head, p, CFG.head_dim), jnp.float32)
+    short = jax.ShapeDtypeStruct((b, CFG.n_head, p - 1, CFG.head_dim), jnp.float32)
+    with pytest.raises(ValueError, match=r"`past_key_values\[1\]` value must have shape \(batch=b, "
+                                         r"n_head=4, past=p, head_dim=8\).*Received shape "
+                                         r"\(b, 4, p - 1, 8\)"):
+        export.export(jax.jit(lambda tok, mask, past: model(tok, mask, past_key_values=past).logits))(
+            spec(b, 1), spec(b, p + 1), ((kv, kv), (kv, short)))
 
 
 def test_export_prefill_and_decode_step_with_past_key_values(model):
