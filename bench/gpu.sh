@@ -12,7 +12,8 @@
 #   2. GPT-2 small, bfloat16: prefill 1x512 and 8x512, greedy decode of 128 tokens at batch 1
 #      and 32, against transformers' eager `generate` in the same run, tokens compared:
 #      torch eager and compile=True -> torch.json; flax -> flax.json
-#   3. GPT-2 medium, batch-1 decode, if time is left -> medium.json
+#   3. if time is left: the CUDA-graphs check of compile=True -> cuda_graphs.json; GPT-2
+#      medium, batch-1 decode -> medium.json
 #   4. gpu.json and gpu.md: every part's rows in one table.
 # A missing package skips its step with a note; a failing row is recorded and the rest go on.
 set -uo pipefail
@@ -78,6 +79,9 @@ step conformance 110 "$PY" -m gpt2_conformance --backends "$BACKENDS" --suite ti
 if has transformers; then
   step "bench torch" 130 "$PY" "$ROOT/bench/bench_gpu.py" torch "$OUT_DIR" ${DEV[@]+"${DEV[@]}"}
   [[ $BACKENDS == *flax* ]] && step "bench flax" 70 "$PY" "$ROOT/bench/bench_gpu.py" flax "$OUT_DIR" ${DEV[@]+"${DEV[@]}"}
+  # compile=True as CUDA graphs: tokens against eager for sampling and beams, graph skips, no
+  # re-recording on a later call (tests/torch/cuda_graphs_check.py -> cuda_graphs.json)
+  [[ $MODE != --rehearse ]] && step "cuda graphs check" 90 "$PY" "$ROOT/tests/torch/cuda_graphs_check.py" "$OUT_DIR"
   [[ $MODE != --rehearse ]] && step "bench medium" 45 "$PY" "$ROOT/bench/bench_gpu.py" medium "$OUT_DIR"
   "$PY" "$ROOT/bench/bench_gpu.py" collect "$OUT_DIR"
 fi
