@@ -3,7 +3,9 @@
 Run: `PYTHONPATH=tokenizer python bench/bench_tokenizer.py [--mb 5] [--repeat 3]`.
 `--no-spaces` times hostile text instead: 1 MB of seeded random base64 and 1 MB of English prose
 (docstrings of the Python standard library) with its whitespace removed, next to 1 MB of the
-ordinary corpus; the median of 5 cold-cache runs, one thread, against tiktoken.
+ordinary corpus; the median of 5 cold-cache runs, one thread, against tiktoken. Add
+`--before DIR` to time another checkout's `tokenizer` folder too (e.g. from
+`git worktree add /tmp/tok-before HEAD~1`), interleaved with this one in subprocesses.
 
 Compares `gpt2_tokenizer` (cold and warm caches, one thread, and `encode_batch` on 2
 processes: the caller and one worker) with tiktoken `encode_ordinary` (built offline from the
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
+import platform
 import random
 import re
 import statistics
@@ -26,7 +30,8 @@ import sysconfig
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tokenizer"))
+if "--no-spaces-worker" not in sys.argv:  # A worker times the tree on its PYTHONPATH.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tokenizer"))
 
 from gpt2_tokenizer import GPT2Tokenizer, bytes_to_unicode  # noqa: E402
 from gpt2_tokenizer.files import ASSETS_DIR, load_bundled_vocab  # noqa: E402
@@ -95,28 +100,70 @@ def tiktoken_gpt2():
                              special_tokens={"<|endoftext|>": 50256})
 
 
-def main_no_spaces(repeat: int) -> None:
-    """Hostile text: interleaved runs, median of `repeat`, fresh caches for every run of ours."""
-    texts = {"random base64": random_base64(1.0), "prose, no whitespace": space_free_prose(1.0),
-             "ordinary corpus": build_corpus(1.0)}
+def no_spaces_texts() -> dict[str, str]:
+    return {"random base64": random_base64(1.0), "prose, no whitespace": space_free_prose(1.0),
+            "ordinary corpus": build_corpus(1.0)}
+
+
+def no_spaces_run(texts: dict[str, str]) -> dict[str, dict[str, float]]:
+    """One repetition: tiktoken, ours with fresh caches, ours warm; wall and CPU seconds each."""
     tok = GPT2Tokenizer.from_pretrained()
     _PINNED.build()
     tik = tiktoken_gpt2()
-    print(f"{'text (1 MB)':24} {'tiktoken s':>10} {'ours cold s':>11} {'ours warm s':>11} {'cold/tik':>9}")
+    out: dict[str, dict[str, float]] = {}
     for name, text in texts.items():
-        runs: dict[str, list[float]] = {"tik": [], "cold": [], "warm": []}
         expected = tik.encode_ordinary(text)
-        for _ in range(repeat):
-            for label, encode in (("tik", tik.encode_ordinary), ("cold", tok.encode_ordinary),
-                                  ("warm", tok.encode_ordinary)):
-                if label == "cold":
-                    tok.bpe.clear_cache()
-                start = time.perf_counter()
-                ids = encode(text)
-                runs[label].append(time.perf_counter() - start)
-                assert ids == expected, f"{name}: ids differ from tiktoken"
-        tik_s, cold, warm = (statistics.median(runs[k]) for k in ("tik", "cold", "warm"))
-        print(f"{name:24} {tik_s:10.3f} {cold:11.3f} {warm:11.3f} {cold / tik_s:8.2f}x")
+        times = {}
+        for label, encode in (("tik", tik.encode_ordinary), ("cold", tok.encode_ordinary),
+                              ("warm", tok.encode_ordinary)):
+            if label == "cold":
+                tok.bpe.clear_cache()
+            wall, cpu = time.perf_counter(), time.process_time()
+            ids = encode(text)
+            times[label], times[label + "_cpu"] = time.perf_counter() - wall, time.process_time() - cpu
+            assert ids == expected, f"{name}: ids differ from tiktoken"
+        out[name] = times
+    return out
+
+
+def main_no_spaces(repeat: int, before: str | None) -> None:
+    """Hostile text: interleaved runs, median of `repeat`, fresh caches for every run of ours.
+
+    With `before` (the `tokenizer` folder of another checkout, e.g. a `git worktree` of an older
+    commit), each repetition runs both trees in subprocesses, alternating which goes first.
+    """
+    trees = {"now": str(Path(__file__).resolve().parents[1] / "tokenizer")}
+    if before:
+        trees = {"before": str(Path(before).resolve()), **trees}
+    runs: dict[str, list[dict[str, dict[str, float]]]] = {tree: [] for tree in trees}
+    if not before:
+        texts = no_spaces_texts()
+        runs["now"] = [no_spaces_run(texts) for _ in range(repeat)]
+    for k in range(repeat if before else 0):
+        for tree in (list(trees) if k % 2 == 0 else list(trees)[::-1]):
+            done = subprocess.run([sys.executable, __file__, "--no-spaces-worker"], check=True,
+                                  capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONPATH": trees[tree]})
+            runs[tree].append(json.loads(done.stdout.splitlines()[-1]))
+    print(cpu_model(), "| ratio: ours / tiktoken, median of", repeat,
+          "runs (wall clock; CPU time in brackets)")
+    print(f"{'text (1 MB)':24} {'tree':7} {'tiktoken s':>10} {'ours cold s':>11} {'ours warm s':>11}"
+          f" {'cold/tik':>15} {'warm/tik':>15}")
+    for name in runs["now"][0]:
+        for tree, results in runs.items():
+            rows = [r[name] for r in results]
+            seconds = [statistics.median(r[k] for r in rows) for k in ("tik", "cold", "warm")]
+            ratios = [statistics.median(r[k] / r["tik" + k[4:]] for r in rows)
+                      for k in ("cold", "cold_cpu", "warm", "warm_cpu")]
+            print(f"{name:24} {tree:7} {seconds[0]:10.3f} {seconds[1]:11.3f} {seconds[2]:11.3f} "
+                  f"{ratios[0]:6.2f}x ({ratios[1]:4.2f}x) {ratios[2]:6.2f}x ({ratios[3]:4.2f}x)")
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def best_of(repeat: int, fn, setup=None) -> tuple[float, object]:
@@ -152,9 +199,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-spaces", action="store_true",
                         help="time random base64 and space-free prose instead (median of 5)")
+    parser.add_argument("--before", metavar="TOKENIZER_DIR",
+                        help="with --no-spaces: also time this tokenizer tree, interleaved")
+    parser.add_argument("--no-spaces-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.no_spaces_worker:  # One repetition for `main_no_spaces`, in the tree on PYTHONPATH.
+        print(json.dumps(no_spaces_run(no_spaces_texts())))
+        return
     if args.no_spaces:
-        main_no_spaces(max(args.repeat, 5))
+        main_no_spaces(max(args.repeat, 5), args.before)
         return
 
     text = build_corpus(args.mb)
