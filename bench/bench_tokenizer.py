@@ -157,6 +157,18 @@ def main_no_spaces(repeat: int, before: str | None) -> None:
                       for k in ("cold", "cold_cpu", "warm", "warm_cpu")]
             print(f"{name:24} {tree:7} {seconds[0]:10.3f} {seconds[1]:11.3f} {seconds[2]:11.3f} "
                   f"{ratios[0]:6.2f}x ({ratios[1]:4.2f}x) {ratios[2]:6.2f}x ({ratios[3]:4.2f}x)")
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _results import emit
+
+    rows = []
+    for name in ("random base64", "prose, no whitespace"):
+        results = [r[name] for r in runs["now"]]
+        tik_s = statistics.median(r["tik"] for r in results)
+        cold_s = statistics.median(r["cold"] for r in results)
+        rows.append((f"{name}, fresh caches, MB/s", 1 / cold_s, 1 / tik_s, 0.5))
+    emit("tokenizer, hostile text (1 MB, 1 thread)", "gpt2_tokenizer", "tiktoken", rows,
+         notes=f"bench_tokenizer.py --no-spaces: median of {repeat} interleaved runs; "
+               "target: within 2x of tiktoken.")
 
 
 def cpu_model() -> str:
@@ -269,6 +281,8 @@ def main() -> None:
         ("encode_batch, 2 processes, MB/s", size_mb / parallel, tik_mbps, 1.0),
     ], notes=f"Loaded tokenizer RSS {rss:.1f} MB over the interpreter (budget 50 MB). "
              "tiktoken is one thread in every row.")
+    print()
+    main_no_spaces(5, None)  # The hostile-text rows too, for bench/README.md.
 
 
 if __name__ == "__main__":
