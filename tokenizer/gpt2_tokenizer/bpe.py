@@ -8,8 +8,8 @@ pieces (`split_pieces`) through a piece cache, because Unicode pre-tokenization 
 
 Text whose words keep missing the cache (no spaces: base64, minified code) switches to flat
 mode: ~500,000 characters at a time are merged together in NumPy rounds (`bpe_batch`), without
-the cache and without a Python object per word; a short probe through the cache at the start of
-each batch notices when the text turns ordinary again.
+the cache and without a Python object per word; a short probe of the cache (lookups only) at the
+start of each batch notices text whose words the cache holds again.
 
 One regex pass over the words beats caching whole pieces when the cache is cold (a piece cache
 pays a regex call and a tuple for each new piece: ~100,000 per 5 MB of code) and costs about
