@@ -9,13 +9,16 @@ Keras backend.
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from gpt2_core.generation_config import merge, resolve
 from gpt2_keras import losses
 from gpt2_keras.modeling import GPT2LMHeadModel
 
 
+@keras.saving.register_keras_serializable(package="gpt2_keras")
 class GPT2CausalLMPreprocessor:
     """Strings (or ragged ids) -> `(x, y, sample_weight)` windows for next-token training.
 
@@ -36,6 +39,19 @@ class GPT2CausalLMPreprocessor:
         self.sequence_length = sequence_length
         self.eos_token_id = eos_token_id
         self.pad_token_id = eos_token_id if pad_token_id is None else pad_token_id
+
+    def get_config(self) -> dict:
+        return {"tokenizer": (None if self.tokenizer is None
+                              else keras.saving.serialize_keras_object(self.tokenizer)),
+                "sequence_length": self.sequence_length, "eos_token_id": self.eos_token_id,
+                "pad_token_id": self.pad_token_id}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        config = dict(config)
+        if config.get("tokenizer") is not None:
+            config["tokenizer"] = keras.saving.deserialize_keras_object(config["tokenizer"])
+        return cls(**config)
 
     def __call__(self, inputs):
         if isinstance(inputs, tf.RaggedTensor) or (
@@ -136,13 +152,14 @@ class GPT2CausalLM(keras.Model):
         super().__init__(name=name, dtype=backbone.dtype_policy)
         self.backbone = backbone
         self.preprocessor = preprocessor
+        self.built = True  # the backbone's variables are all there is
 
     def call(self, x, training=None):
         return self.backbone(x, training=training, use_cache=False)["logits"]
 
-    def compile(self, optimizer="adamw", loss="auto", weighted_metrics="auto", jit_compile="auto"):
-        """Keras' `compile` with causal-LM defaults (AdamW 5e-5, masked cross-entropy,
-        perplexity)."""
+    def compile(self, optimizer="adamw", loss="auto", weighted_metrics="auto", **kwargs):
+        """`keras.Model.compile` with causal-LM defaults (AdamW 5e-5, masked cross-entropy,
+        perplexity); every other argument of Keras' `compile` is passed through."""
         if optimizer == "adamw":
             optimizer = keras.optimizers.AdamW(learning_rate=5e-5)
         if loss == "auto":
@@ -151,8 +168,15 @@ class GPT2CausalLM(keras.Model):
                                                              reduction="mean_with_sample_weight")
         if weighted_metrics == "auto":
             weighted_metrics = [Perplexity()]
-        super().compile(optimizer=optimizer, loss=loss, weighted_metrics=weighted_metrics,
-                        jit_compile=jit_compile)
+        super().compile(optimizer=optimizer, loss=loss, weighted_metrics=weighted_metrics, **kwargs)
+
+    def compile_from_config(self, config):
+        """Recompile from a `.keras` file's compile settings (the optimizer's state is then
+        restored by `keras.models.load_model`), so a `ModelCheckpoint` file resumes training."""
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.optimizer is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def _preprocessed(self, x):
         """A `tf.data` dataset of strings (or ids) goes through the preprocessor; one that already
@@ -163,26 +187,101 @@ class GPT2CausalLM(keras.Model):
             return x.map(self.preprocessor, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
         return x
 
-    def fit(self, x=None, y=None, *, batch_size=None, epochs: int = 1, verbose="auto",
-            callbacks=None, validation_data=None, sample_weight=None, steps_per_epoch=None):
-        """`keras.Model.fit`; a `tf.data` dataset of string batches goes through the
-        preprocessor first."""
-        return super().fit(self._preprocessed(x), y, batch_size=batch_size, epochs=epochs,
-                           verbose=verbose, callbacks=callbacks,
-                           validation_data=self._preprocessed(validation_data),
-                           sample_weight=sample_weight, steps_per_epoch=steps_per_epoch)
+    def fit(self, x=None, y=None, **kwargs):
+        """`keras.Model.fit`, every argument passed through; a `tf.data` dataset of string
+        batches (as `x` or `validation_data`) goes through the preprocessor first."""
+        if kwargs.get("validation_data") is not None:
+            kwargs["validation_data"] = self._preprocessed(kwargs["validation_data"])
+        return super().fit(self._preprocessed(x), y, **kwargs)
 
-    def evaluate(self, x=None, y=None, *, batch_size=None, verbose="auto", steps=None,
-                 return_dict: bool = False):
-        return super().evaluate(self._preprocessed(x), y, batch_size=batch_size, verbose=verbose,
-                                steps=steps, return_dict=return_dict)
+    def evaluate(self, x=None, y=None, **kwargs):
+        """`keras.Model.evaluate`, every argument passed through (strings preprocessed)."""
+        return super().evaluate(self._preprocessed(x), y, **kwargs)
+
+    def predict(self, x, **kwargs):
+        """`keras.Model.predict`, every argument passed through (strings preprocessed): logits."""
+        return super().predict(self._preprocessed(x), **kwargs)
+
+    def generate(self, inputs, max_length: int | None = None, *, strip_prompt: bool = False,
+                 **kwargs):
+        """Continue text prompts, as KerasHub's `CausalLM.generate`: a string gives a string, a
+        list of strings a list (`num_return_sequences` rows per prompt, in order).
+
+        Each prompt is tokenized by the preprocessor's tokenizer after a leading
+        `<|endoftext|>` (the windows `fit` trains on start with it, as KerasHub's), generated by
+        the backbone's `generate` (`kwargs` are `GenerationConfig` fields: `max_new_tokens`,
+        `do_sample`, `top_p`, `num_beams`, `stop_strings`, `seed`, ...) and detokenized up to
+        the first eos. `max_length` counts every token, the leading one and the prompt
+        included; by default the preprocessor's `sequence_length` unless `max_new_tokens` is
+        given. `strip_prompt=True` returns the new text only.
+        """
+        tokenizer = getattr(self.preprocessor, "tokenizer", None)
+        if tokenizer is None:
+            raise ValueError("`generate` on strings needs a preprocessor with a tokenizer. "
+                             "Received: preprocessor=None or tokenizer=None. Pass "
+                             "preprocessor=GPT2CausalLMPreprocessor(GPT2TokenizerLayer()), or "
+                             "call `backbone.generate(ids)` on token ids.")
+        if kwargs.get("return_dict_in_generate"):
+            raise ValueError("`GPT2CausalLM.generate` returns text. Received: "
+                             "return_dict_in_generate=True. Call `lm.backbone.generate(ids, "
+                             "return_dict_in_generate=True)` for scores and ids.")
+        single = isinstance(inputs, (str, bytes))
+        prompts = [inputs] if single else list(inputs)
+        if not prompts or not all(isinstance(p, (str, bytes)) for p in prompts):
+            raise TypeError("`inputs` must be a string or a non-empty list of strings. "
+                            f"Received: inputs={inputs!r:.80}.")
+        if max_length is None and "max_new_tokens" not in kwargs and "max_length" not in kwargs:
+            max_length = self.preprocessor.sequence_length
+        if max_length is not None:
+            kwargs["max_length"] = max_length
+        codec = self._codec(tokenizer)
+        start, pad = self.preprocessor.eos_token_id, self.preprocessor.pad_token_id
+        rows = [[start] + ids for ids in codec.encode_batch(prompts)]
+        P = max(len(r) for r in rows)
+        ids = np.full((len(rows), P), pad, np.int32)
+        mask = np.zeros((len(rows), P), np.int32)
+        for i, r in enumerate(rows):  # left padding: every row's next token in the same column
+            ids[i, P - len(r):], mask[i, P - len(r):] = r, 1
+        gen = kwargs.pop("generation_config", None)
+        eos = set(resolve(self.backbone.config, merge(self.backbone.generation_config, gen, kwargs),
+                          len(rows), P, has_tokenizer=True).eos_token_ids)
+        out = np.asarray(self.backbone.generate(ids, mask, gen, tokenizer=codec, **kwargs))
+        k = len(out) // len(rows)
+        texts = []
+        for i, row in enumerate(out.tolist()):
+            new = row[P:]
+            ends = [j for j, t in enumerate(new) if t in eos]
+            new_bytes = codec.decode_bytes(new[:ends[0] if ends else len(new)])
+            prompt = prompts[i // k]
+            prompt = prompt if isinstance(prompt, bytes) else prompt.encode("utf-8")
+            texts.append((new_bytes if strip_prompt else prompt + new_bytes)
+                         .decode("utf-8", "replace"))
+        return texts[0] if single and k == 1 else texts
+
+    def _codec(self, tokenizer):
+        from gpt2_keras.tokenizer_layer import TextCodec
+
+        codec = self.__dict__.get("_text_codec")
+        if codec is None or codec.layer is not tokenizer:  # built once: stop-string tables reuse it
+            codec = TextCodec(tokenizer)
+            self.__dict__["_text_codec"] = codec
+        return codec
+
+    def quantize(self, mode, **kwargs):
+        """Not offered yet: raises for every mode (see `GPT2PreTrainedModel.quantize`)."""
+        self.backbone.quantize(mode, **kwargs)
 
     def get_config(self):
-        return {"name": self.name, "backbone": keras.saving.serialize_keras_object(self.backbone)}
+        return {"name": self.name, "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "preprocessor": (None if self.preprocessor is None
+                                 else keras.saving.serialize_keras_object(self.preprocessor))}
 
     @classmethod
     def from_config(cls, config):
-        return cls(keras.saving.deserialize_keras_object(config["backbone"]), name=config.get("name"))
+        pre = config.get("preprocessor")
+        return cls(keras.saving.deserialize_keras_object(config["backbone"]),
+                   None if pre is None else keras.saving.deserialize_keras_object(pre),
+                   name=config.get("name"))
 
 
 def masked_lm_loss(logits, labels, sample_weight):

@@ -2,8 +2,7 @@
 
     export_text_generator(model, "gen/", max_prompt_length=64, max_new_tokens=32)
     # in any process, without this package:
-    gen = tf.saved_model.load("gen/")
-    gen.serve(tf.constant(["Hello"]))  # {"text": completions, "ids": new ids (B, n)}
+    tf.saved_model.load("gen/").serve(tf.constant(["Hello"]))  # {"text": completions, "ids": (B, n)}
 
 Shapes are fixed at export (prompt left-padded or left-truncated to `max_prompt_length`), so the
 XLA-compiled loop compiles once per batch size.
@@ -33,7 +32,7 @@ class _TextGenerator(tf.Module):
         self._loop = tf.function(lambda *a: loop(model, self.plan, *a), jit_compile=generation.JIT_COMPILE)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="prompts")])
-    def serve(self, prompts):
+    def __call__(self, prompts):
         ids = tf.cast(self.tokenizer.tokenize(prompts), tf.int32)[:, -self.P:]  # keep the end
         lengths = ids.row_lengths()
         B = tf.shape(prompts)[0]
@@ -90,8 +89,14 @@ def export_text_generator(model: GPT2LMHeadModel, path: str | os.PathLike[str], 
         top_k=top_k or 0, top_p=top_p, num_beams=num_beams, length_penalty=length_penalty,
         early_stopping=early_stopping))
     plan = resolve(model.config, gen, 1, max_prompt_length)
-    module = _TextGenerator(model, tokenizer or GPT2TokenizerLayer(), max_prompt_length,
-                            max_new_tokens, plan, seed)
+    generator = _TextGenerator(model, tokenizer or GPT2TokenizerLayer(), max_prompt_length,
+                               max_new_tokens, plan, seed)
     if not hasattr(model, "_generate_traces"):
         model._generate_traces = 0
-    tf.saved_model.save(module, os.fspath(path), signatures={"serving_default": module.serve})
+    # `serve` is a callable object holding the model and the tokenizer, not a function of the
+    # root: TensorFlow's restored functions reference their variables weakly, so in
+    # `tf.saved_model.load(path).serve(prompts)` the root, freed before the call, would take the
+    # variables with it; the object the call goes through keeps them alive.
+    root = tf.Module()
+    root.serve = generator
+    tf.saved_model.save(root, os.fspath(path), signatures={"serving_default": generator.__call__})

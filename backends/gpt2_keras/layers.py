@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import random
 
 import keras
 from keras import ops
@@ -93,6 +94,30 @@ class Conv1D(keras.layers.Layer):
         return y if self.bias is None else y + self.bias
 
 
+class Dropout(keras.layers.Dropout):
+    """Keras' `Dropout` whose random state is saved with the weights (`.keras` files, weight
+    files): training resumed from a `ModelCheckpoint` file then draws the same masks as the
+    uninterrupted run (Keras' own `Dropout` saves nothing and restarts from a fresh seed).
+
+    The seed is always set (drawn from Python's `random`, which `keras.utils.set_random_seed`
+    seeds, when not given): an unseeded Keras `Dropout` on the PyTorch backend draws from
+    torch's global generator instead of its own state, and could not be resumed.
+    """
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+        if seed is None and rate > 0:
+            seed = random.randint(1, int(1e9))  # what Keras draws for a seed generator
+        super().__init__(rate, noise_shape=noise_shape, seed=seed, **kwargs)
+
+    def save_own_variables(self, store):
+        if self.rate > 0:
+            store["0"] = self.seed_generator.state
+
+    def load_own_variables(self, store):
+        if self.rate > 0 and len(store.keys()) == 1:  # files written before have no state
+            self.seed_generator.state.assign(store["0"])
+
+
 class LayerNorm(keras.layers.Layer):
     """LayerNorm over the last axis, computed in float32 whatever the policy (half-precision
     variance loses too many bits), with GPT-2's epsilon instead of Keras' 1e-3 default.
@@ -159,10 +184,11 @@ class Attention(keras.layers.Layer):
         self.layer_idx = layer_idx
         self.scale = config.attn_scale(layer_idx)
         self.upcast = config.reorder_and_upcast_attn
-        self.c_attn = Conv1D(C, 3 * C, name="c_attn", dtype=dtype)
-        self.c_proj = Conv1D(C, C, name="c_proj", dtype=dtype)
-        self.attn_dropout = keras.layers.Dropout(config.attn_pdrop, dtype=dtype)
-        self.resid_dropout = keras.layers.Dropout(config.resid_pdrop, dtype=dtype)
+        with keras.name_scope(self.name):
+            self.c_attn = Conv1D(C, 3 * C, name="c_attn", dtype=dtype)
+            self.c_proj = Conv1D(C, C, name="c_proj", dtype=dtype)
+        self.attn_dropout = Dropout(config.attn_pdrop, dtype=dtype)
+        self.resid_dropout = Dropout(config.resid_pdrop, dtype=dtype)
         self.built = True
 
     def call(self, x, allowed, layer_past=None, cache=None, cache_index=None, head_mask=None,
@@ -209,9 +235,10 @@ class MLP(keras.layers.Layer):
     def __init__(self, config: GPT2Config, name: str | None = None, dtype=None):
         super().__init__(name=name, dtype=dtype)
         self.kind = ACTIVATION_KIND[config.activation_function]
-        self.c_fc = Conv1D(config.n_embd, config.inner_dim, name="c_fc", dtype=dtype)
-        self.c_proj = Conv1D(config.inner_dim, config.n_embd, name="c_proj", dtype=dtype)
-        self.dropout = keras.layers.Dropout(config.resid_pdrop, dtype=dtype)
+        with keras.name_scope(self.name):
+            self.c_fc = Conv1D(config.n_embd, config.inner_dim, name="c_fc", dtype=dtype)
+            self.c_proj = Conv1D(config.inner_dim, config.n_embd, name="c_proj", dtype=dtype)
+        self.dropout = Dropout(config.resid_pdrop, dtype=dtype)
         self.built = True
 
     def call(self, x, training=None):
@@ -223,10 +250,14 @@ class Block(keras.layers.Layer):
     def __init__(self, config: GPT2Config, layer_idx: int, name: str | None = None, dtype=None):
         super().__init__(name=name, dtype=dtype)
         C, eps = config.n_embd, config.layer_norm_epsilon
-        self.ln_1 = LayerNorm(C, eps, name="ln_1", dtype=dtype)
-        self.attn = Attention(config, layer_idx, name="attn", dtype=dtype)
-        self.ln_2 = LayerNorm(C, eps, name="ln_2", dtype=dtype)
-        self.mlp = MLP(config, name="mlp", dtype=dtype)
+        # Variable paths follow the checkpoint names (`h.0.attn.c_attn.weight` ->
+        # `.../h/0/attn/c_attn/weight`): unique, so a `keras.distribution.LayoutMap` can address
+        # one layer. The enclosing `GPT2Transformer` opens the "h" scope.
+        with keras.name_scope(str(layer_idx)):
+            self.ln_1 = LayerNorm(C, eps, name="ln_1", dtype=dtype)
+            self.attn = Attention(config, layer_idx, name="attn", dtype=dtype)
+            self.ln_2 = LayerNorm(C, eps, name="ln_2", dtype=dtype)
+            self.mlp = MLP(config, name="mlp", dtype=dtype)
         self.built = True
 
     def call(self, x, allowed, layer_past=None, cache=None, cache_index=None, head_mask=None,

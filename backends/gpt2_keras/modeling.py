@@ -27,7 +27,7 @@ from gpt2_core.config import GPT2Config
 from gpt2_core.generation_config import GenerationConfig, checkpoint_files_of
 from gpt2_core.reference import check_inputs
 from gpt2_keras import losses, outputs, weights
-from gpt2_keras.layers import Conv1D, initial_values
+from gpt2_keras.layers import Conv1D, Dropout, initial_values
 from gpt2_keras.transformer import GPT2Transformer
 
 
@@ -51,6 +51,28 @@ def _is_concrete(x) -> bool:
 
 def _numpy(x):
     return None if x is None else np.asarray(ops.convert_to_numpy(x))
+
+
+def _is_python_ids(x) -> bool:
+    """A nested Python list of ints (a batch of ids written inline), not a list of tensors."""
+    return isinstance(x, (list, tuple)) and all(
+        isinstance(r, (int, np.integer)) or _is_python_ids(r) for r in x)
+
+
+def _positional(inputs) -> dict:
+    """Keras' positional inputs as the dict `call` reads: a tensor is `input_ids`; a list or
+    tuple of tensors is `(input_ids, attention_mask)` in the forward's order, as Hugging Face's
+    TF models and Keras' multi-input models take them."""
+    if isinstance(inputs, dict):
+        return inputs
+    if isinstance(inputs, (list, tuple)) and not _is_python_ids(inputs):
+        if len(inputs) not in (1, 2):
+            raise ValueError("A list or tuple of tensors is read as (input_ids, attention_mask). "
+                             f"Received: a {type(inputs).__name__} of {len(inputs)} tensors. "
+                             "Pass a dict ({'input_ids': ..., 'attention_mask': ..., "
+                             "'position_ids': ...}) or keywords for more inputs.")
+        return dict(zip(("input_ids", "attention_mask"), inputs))
+    return {"input_ids": inputs}
 
 
 def _pairs(past_key_values):
@@ -96,16 +118,23 @@ class GPT2PreTrainedModel(keras.Model):
     # ---- Keras' face -----------------------------------------------------------------------
     def call(self, inputs, training=None, use_cache=False, output_hidden_states=False,
              output_attentions=False):
-        """Shapes: inputs["input_ids"] (B, T) -> a dict of the head's outputs."""
-        if not isinstance(inputs, dict):
-            inputs = {"input_ids": inputs}
+        """Shapes: inputs["input_ids"] (B, T) (or inputs["inputs_embeds"] (B, T, C)) -> a dict
+        of the head's outputs."""
+        inputs = _positional(inputs)
         out = self.transformer(
-            inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+            inputs.get("input_ids"), inputs_embeds=inputs.get("inputs_embeds"),
+            attention_mask=inputs.get("attention_mask"),
             position_ids=inputs.get("position_ids"), token_type_ids=inputs.get("token_type_ids"),
             past_key_values=inputs.get("past_key_values"), head_mask=inputs.get("head_mask"),
             use_cache=use_cache, output_hidden_states=output_hidden_states,
             output_attentions=output_attentions, training=training)
         return self.head(inputs, out, training)
+
+    def compute_output_spec(self, *args, **kwargs):
+        """In a functional model (`keras.Input`s in), the outputs that exist: Keras' graph
+        nodes hold tensors only, not the dict's None entries (no loss without labels)."""
+        out = super().compute_output_spec(*args, **kwargs)
+        return {k: v for k, v in out.items() if v is not None} if isinstance(out, dict) else out
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """`fit` on the dict path: without a compiled loss, the head's own loss (from `labels`
@@ -140,42 +169,63 @@ class GPT2PreTrainedModel(keras.Model):
 
     # ---- Hugging Face's face ---------------------------------------------------------------
     def __call__(self, inputs=None, *, input_ids=None, attention_mask=None, token_type_ids=None,
-                 position_ids=None, past_key_values=None, head_mask=None, labels=None,
-                 mc_token_ids=None, mc_labels=None, start_positions=None, end_positions=None,
-                 use_cache: bool | None = None, output_hidden_states: bool = False,
-                 output_attentions: bool = False, training: bool | None = None):
-        """`model({"input_ids": ...})` (Keras' path) returns the dict of tensors;
-        `model(input_ids=..., ...)` or `model(ids)` returns the output dataclass."""
+                 position_ids=None, past_key_values=None, head_mask=None, inputs_embeds=None,
+                 labels=None, mc_token_ids=None, mc_labels=None, start_positions=None,
+                 end_positions=None, use_cache: bool | None = None,
+                 output_hidden_states: bool = False, output_attentions: bool = False,
+                 return_dict: bool | None = None, training: bool | None = None):
+        """`model({"input_ids": ...})` (Keras' path) returns the dict of tensors (None entries
+        left out);
+        `model(input_ids=..., ...)`, `model(ids)` or `model([ids, mask])` returns the output
+        dataclass (its `to_tuple()` with `return_dict=False`)."""
         flags = dict(use_cache=self.config.use_cache if use_cache is None else bool(use_cache),
                      output_hidden_states=output_hidden_states,
                      output_attentions=output_attentions)
         if isinstance(inputs, dict):
-            return super().__call__(inputs, training=training, **flags)
+            # the outputs that exist (a functional model's graph holds tensors, not None)
+            out = super().__call__(inputs, training=training, **flags)
+            return {k: v for k, v in out.items() if v is not None}
         if inputs is not None:
-            if input_ids is not None:
-                raise TypeError("Pass the token ids once: either positionally or as "
-                                "`input_ids=`, not both.")
-            input_ids = inputs
-        if input_ids is None:
-            raise ValueError("`input_ids` is required. Received: input_ids=None.")
+            positional = _positional(inputs)
+            if input_ids is not None or (attention_mask is not None
+                                         and "attention_mask" in positional):
+                raise TypeError("Pass each input once: either positionally or as a keyword "
+                                "(`input_ids=`, `attention_mask=`), not both.")
+            input_ids = positional["input_ids"]
+            attention_mask = positional.get("attention_mask", attention_mask)
+        if input_ids is not None and inputs_embeds is not None:
+            raise ValueError("Pass `input_ids` or `inputs_embeds`, not both. Received both.")
+        if input_ids is None and inputs_embeds is None:
+            raise ValueError("`input_ids` (or `inputs_embeds`) is required. Received: "
+                             "input_ids=None.")
         extra = dict(mc_token_ids=mc_token_ids, mc_labels=mc_labels,
                      start_positions=start_positions, end_positions=end_positions)
         for name, value in extra.items():
             if value is not None and name not in self.EXTRA_INPUTS:
                 raise TypeError(f"{type(self).__name__} takes no `{name}` (it belongs to "
                                 f"another head). Received: {name}=...")
-        given = dict(input_ids=input_ids, attention_mask=attention_mask,
-                     token_type_ids=token_type_ids, position_ids=position_ids,
-                     past_key_values=past_key_values, head_mask=head_mask, labels=labels, **extra)
+        given = dict(input_ids=input_ids, inputs_embeds=inputs_embeds,
+                     attention_mask=attention_mask, token_type_ids=token_type_ids,
+                     position_ids=position_ids, past_key_values=past_key_values,
+                     head_mask=head_mask, labels=labels, **extra)
         given = {k: v for k, v in given.items() if v is not None}
         if past_key_values is not None:
             given["past_key_values"] = _pairs(past_key_values)
         self.check_inputs(given)
-        return self.OUTPUT(**super().__call__(given, training=training, **flags))
+        out = self.OUTPUT(**super().__call__(given, training=training, **flags))
+        return out if return_dict is None or return_dict else out.to_tuple()
 
     def check_inputs(self, given: dict) -> None:
         """`gpt2_core.reference.check_inputs` and the label ranges on concrete inputs (graph
         inputs are not inspectable: only the static shapes of `past_key_values` are checked)."""
+        embeds = given.get("inputs_embeds")
+        if embeds is not None:
+            shape = tuple(ops.shape(embeds))
+            if len(shape) < 3 or shape[-1] != self.config.n_embd:
+                raise ValueError(f"`inputs_embeds` must have shape (batch, seq, n_embd="
+                                 f"{self.config.n_embd}). Received shape {shape}.")
+            # the id checks (mask, positions, length) run on stand-in ids of the same shape
+            given = dict(given, input_ids=np.zeros(shape[:-1], np.int32))
         ids = given["input_ids"]
         shape = tuple(ops.shape(ids))
         past = given.get("past_key_values")
@@ -184,7 +234,7 @@ class GPT2PreTrainedModel(keras.Model):
             # the double-heads model's (B, nc, T) inputs run as (B * nc, T) rows
             rows = None if None in shape[:-1] else int(np.prod(shape[:-1]))
             past_len = check_past_shapes(self.config, past, rows)
-        if not _is_concrete(ids):
+        if not _is_concrete(ids if embeds is None else embeds):
             return
         flat = {k: None if given.get(k) is None else _numpy(given[k])
                 for k in ("input_ids", "attention_mask", "position_ids", "token_type_ids")}
@@ -197,6 +247,15 @@ class GPT2PreTrainedModel(keras.Model):
 
     def check_labels(self, given: dict) -> None:
         """The label ranges of the head (`gpt2_core.checks.check_label_range`); concrete only."""
+
+    def quantize(self, mode, **kwargs):
+        """Not offered yet: raises for every mode rather than leaving the model unchanged
+        (Keras' `quantize` knows its own `Dense`/`EinsumDense`/`Embedding` layers, not GPT-2's
+        `Conv1D`, and would only warn)."""
+        raise NotImplementedError(
+            f"`quantize` is not supported by {type(self).__name__} yet: no mode is (int8, int4, "
+            f"float8, gptq, ...). Received: mode={mode!r}. Run in float32 or under a mixed "
+            "precision dtype policy instead (`from_pretrained(path, dtype='mixed_bfloat16')`).")
 
     # ---- checkpoints -------------------------------------------------------------------------
     def weight_table(self) -> list[weights.Row]:
@@ -321,10 +380,11 @@ class SequenceSummary(keras.layers.Layer):
             raise ValueError("summary_type='attn' is not defined for GPT-2 (Hugging Face raises "
                              "NotImplementedError too). Received: summary_type='attn'.")
         self.summary_type = config.summary_type
-        self.summary = (Conv1D(config.n_embd, layout.summary_dim(config), name="summary", dtype=dtype)
-                        if config.summary_use_proj else None)
+        with keras.name_scope(self.name):
+            self.summary = (Conv1D(config.n_embd, layout.summary_dim(config), name="summary",
+                                   dtype=dtype) if config.summary_use_proj else None)
         self.tanh = config.summary_activation == "tanh"
-        self.first_dropout = keras.layers.Dropout(config.summary_first_dropout, dtype=dtype)
+        self.first_dropout = Dropout(config.summary_first_dropout, dtype=dtype)
         self.built = True
 
     def call(self, hidden, cls_index=None, training=None):
@@ -384,18 +444,19 @@ class GPT2DoubleHeadsModel(GPT2PreTrainedModel):
 
     def call(self, inputs, training=None, use_cache=False, output_hidden_states=False,
              output_attentions=False):
-        if not isinstance(inputs, dict):
-            inputs = {"input_ids": inputs}
-        flat = {k: (_flatten_choices(v) if k in ("input_ids", "attention_mask", "position_ids",
-                                                  "token_type_ids") else v)
+        inputs = _positional(inputs)
+        flat = {k: (_flatten_choices(v) if k in ("input_ids", "inputs_embeds", "attention_mask",
+                                                  "position_ids", "token_type_ids") else v)
                 for k, v in inputs.items()}
         out = self.transformer(
-            flat["input_ids"], attention_mask=flat.get("attention_mask"),
+            flat.get("input_ids"), inputs_embeds=flat.get("inputs_embeds"),
+            attention_mask=flat.get("attention_mask"),
             position_ids=flat.get("position_ids"), token_type_ids=flat.get("token_type_ids"),
             past_key_values=flat.get("past_key_values"), head_mask=flat.get("head_mask"),
             use_cache=use_cache, output_hidden_states=output_hidden_states,
             output_attentions=output_attentions, training=training)
-        shape = tuple(ops.shape(inputs["input_ids"]))
+        shape = (tuple(ops.shape(inputs["input_ids"])) if inputs.get("input_ids") is not None
+                 else tuple(ops.shape(inputs["inputs_embeds"]))[:-1])
         unflat = lambda h: ops.reshape(h, shape + (ops.shape(h)[-1],))  # noqa: E731
         hidden = unflat(out["last_hidden_state"])  # (B, nc, T, C)
         logits = _lm_logits(self, hidden)
@@ -434,7 +495,7 @@ class GPT2ForSequenceClassification(GPT2PreTrainedModel):
 
     def check_inputs(self, given: dict) -> None:
         super().check_inputs(given)
-        B = ops.shape(given["input_ids"])[0]
+        B = ops.shape(given.get("input_ids", given.get("inputs_embeds")))[0]
         if self.config.pad_token_id is None and B is not None and B != 1:
             raise ValueError(f"Batches of more than one sequence need `config.pad_token_id` to "
                              f"find each row's last token. Received: batch size {B}, "
@@ -442,13 +503,15 @@ class GPT2ForSequenceClassification(GPT2PreTrainedModel):
 
     def head(self, inputs, out, training):
         logits = ops.cast(self.score(out["last_hidden_state"]), "float32")  # (B, T, N)
-        ids = ops.cast(inputs["input_ids"], "int32")
-        T = ops.shape(ids)[1]
-        if self.config.pad_token_id is None:
-            last = ops.full((ops.shape(ids)[0],), T - 1, "int32")
+        ids = inputs.get("input_ids")
+        B, T = ops.shape(logits)[0], ops.shape(logits)[1]
+        if self.config.pad_token_id is None or ids is None:
+            # without ids (`inputs_embeds`) padding cannot be seen: the last position, as
+            # transformers does
+            last = ops.full((B,), T - 1, "int32")
         else:
             # the rightmost non-pad token, so left and right padding both work
-            keep = ops.cast(ids != self.config.pad_token_id, "int32")
+            keep = ops.cast(ops.cast(ids, "int32") != self.config.pad_token_id, "int32")
             last = ops.cast(ops.argmax(ops.arange(T, dtype="int32")[None] * keep, axis=-1), "int32")
         pooled = ops.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]  # (B, N)
         labels = inputs.get("labels")
@@ -489,7 +552,7 @@ class GPT2ForTokenClassification(GPT2PreTrainedModel):
         c = self.config
         # Hugging Face's default when the config names no classifier dropout.
         rate = c.extra.get("classifier_dropout") or c.extra.get("hidden_dropout") or 0.1
-        self.dropout = keras.layers.Dropout(rate, dtype=dtype)
+        self.dropout = Dropout(rate, dtype=dtype)
         self.classifier = Conv1D(c.n_embd, c.num_labels, name="classifier", dtype=dtype)
 
     def head_weight_table(self):

@@ -22,6 +22,10 @@ class ModelOutput:
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.keys()}
 
+    def to_tuple(self) -> tuple:
+        """The set fields in order, what `return_dict=False` returns (Hugging Face's tuple)."""
+        return tuple(getattr(self, k) for k in self.keys())
+
 
 @dataclasses.dataclass
 class BaseModelOutput(ModelOutput):

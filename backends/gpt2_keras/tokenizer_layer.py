@@ -41,6 +41,16 @@ def _read_merges(merges: list[str] | str | os.PathLike) -> list[str]:
                     f"Received: merges of type {type(merges).__name__}.")
 
 
+def _one_spelling(name: str, value, alias: str, alias_value):
+    """One of two spellings of an argument (ours, and `TFGPT2Tokenizer`'s)."""
+    if alias_value is None:
+        return value
+    if value is not None:
+        raise ValueError(f"`{alias}` is another name for `{name}`: pass one of them. Received: "
+                         f"{name}={value!r:.60} and {alias}={alias_value!r:.60}.")
+    return alias_value
+
+
 def _check_utf8(texts) -> None:
     """Python strings must encode as UTF-8: TensorFlow's own error names neither text nor fix."""
     for index, text in enumerate(texts):
@@ -90,6 +100,8 @@ class GPT2TokenizerLayer(keras.layers.Layer):
             `vocabulary=None`.
         sequence_length: if set, `call` returns `{"input_ids", "attention_mask"}` padded and
             truncated to this length (the first `sequence_length` tokens are kept).
+        vocab, max_length: `TFGPT2Tokenizer`'s names for `vocabulary` and `sequence_length`
+            (pass one spelling of each).
         padding_side: "right" (default) or "left".
         pad_token_id: id written into padded positions. GPT-2 has no pad token; `None` uses the
             `<|endoftext|>` id (50256), the usual GPT-2 choice: `attention_mask` marks the pads.
@@ -102,6 +114,9 @@ class GPT2TokenizerLayer(keras.layers.Layer):
         `call`: (B,) or () tf.string -> (B, None) int32 `tf.RaggedTensor` (a dense (None,)
         tensor for a scalar), or with `sequence_length`: dict of (B, sequence_length) int32.
 
+    In a functional model (TensorFlow backend): `keras.Input(shape=(), dtype="string")` ->
+    this layer -> the model, for `predict`, `fit` and `export`.
+
     >>> GPT2TokenizerLayer()(tf.constant(["Hello world"])).to_list()
     [[15496, 995]]
     """
@@ -112,8 +127,12 @@ class GPT2TokenizerLayer(keras.layers.Layer):
                  padding_side: Literal["right", "left"] = "right",
                  pad_token_id: int | None = None,
                  allowed_special: AllowedSpecial = (),
-                 name: str | None = None, trainable: bool = False, dtype=None):
+                 name: str | None = None, trainable: bool = False, dtype=None, *,
+                 vocab: dict[str, int] | str | os.PathLike | None = None,
+                 max_length: int | None = None):
         super().__init__(name=name, trainable=trainable, dtype=dtype)
+        vocabulary = _one_spelling("vocabulary", vocabulary, "vocab", vocab)
+        sequence_length = _one_spelling("sequence_length", sequence_length, "max_length", max_length)
         if (vocabulary is None) != (merges is None):
             raise ValueError("Pass both `vocabulary` and `merges`, or neither for GPT-2's bundled "
                              f"files. Received: vocabulary is None={vocabulary is None}, "
@@ -142,6 +161,39 @@ class GPT2TokenizerLayer(keras.layers.Layer):
                              "`pad_token_id`. Received: pad_token_id=None.")
         self.pad_token_id = eos if pad_token_id is None else pad_token_id
         self._build_graph_state(tables)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, **kwargs) -> GPT2TokenizerLayer:
+        """The layer of a Python GPT-2 tokenizer's vocabulary and merges (added tokens
+        included): `gpt2_tokenizer.GPT2Tokenizer` or a transformers `GPT2Tokenizer`, as
+        `TFGPT2Tokenizer.from_tokenizer`. `kwargs` go to the constructor (`max_length`, ...)."""
+        if callable(getattr(tokenizer, "get_vocab", None)):
+            vocabulary = dict(tokenizer.get_vocab())
+        elif isinstance(getattr(tokenizer, "encoder", None), dict):
+            vocabulary = dict(tokenizer.encoder)
+        else:
+            raise TypeError("`tokenizer` must be a GPT-2 byte-level BPE tokenizer with "
+                            "`get_vocab()` or `encoder` and `bpe_ranks`. Received: "
+                            f"{type(tokenizer).__name__}. Use GPT2TokenizerLayer.from_pretrained"
+                            "(path) for a tokenizer folder.")
+        vocabulary.update(getattr(tokenizer, "special_tokens", None) or {})
+        ranks = getattr(tokenizer, "bpe_ranks", None)
+        if not isinstance(ranks, dict):
+            raise TypeError("`tokenizer` has no `bpe_ranks` (merge pair -> rank). Received: "
+                            f"{type(tokenizer).__name__}.")
+        merges = [" ".join(pair) for pair, _ in sorted(ranks.items(), key=lambda kv: kv[1])]
+        return cls(vocabulary, merges, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, **kwargs) -> GPT2TokenizerLayer:
+        """The layer of a Hugging Face GPT-2 tokenizer folder (`tokenizer.json`, or `vocab.json`
+        + `merges.txt`; added tokens read as `gpt2_tokenizer` reads them), or GPT-2's bundled
+        files for `path=None`. `kwargs` go to the constructor (`max_length`, ...)."""
+        if path is None:
+            return cls(**kwargs)
+        from gpt2_tokenizer import GPT2Tokenizer
+
+        return cls.from_tokenizer(GPT2Tokenizer.from_pretrained(path), **kwargs)
 
     def _check_allowed_special(self, allowed_special: AllowedSpecial) -> tuple[str, ...]:
         if allowed_special == "all":
@@ -189,15 +241,32 @@ class GPT2TokenizerLayer(keras.layers.Layer):
         """
         texts = _as_strings(inputs)
         scalar = texts.shape.rank == 0
-        texts = texts[None] if scalar else texts
-        words = _bpe_graph.pretokenize(texts, self._boundary, self._piece, self._specials)
-        ids = _bpe_graph.words_to_ids(words, self._word_table, self._byte_ids, self._pair_table,
-                                      self._merged_ids, self._special_ids, self._vocab_size)
+        ids = self._tokenize_function()(texts[None] if scalar else texts)
         return ids[0] if scalar else ids
 
-    def __call__(self, inputs):
+    def _tokenize_function(self):
+        """The BPE graph as one `tf.function`, traced once per layer: each `dataset.map` (every
+        `fit` call on strings) then reuses it instead of rebuilding the graph, which takes
+        seconds."""
+        fn = self.__dict__.get("_tokenize_fn")  # kept out of Keras' attribute tracking
+        if fn is None:
+            fn = tf.function(self._tokenize_batch,
+                             input_signature=[tf.TensorSpec([None], tf.string)])
+            self.__dict__["_tokenize_fn"] = fn
+        return fn
+
+    def _tokenize_batch(self, texts):
+        """Shapes: (B,) tf.string -> (B, None) int32 ragged."""
+        words = _bpe_graph.pretokenize(texts, self._boundary, self._piece, self._specials)
+        return _bpe_graph.words_to_ids(words, self._word_table, self._byte_ids, self._pair_table,
+                                       self._merged_ids, self._special_ids, self._vocab_size)
+
+    def __call__(self, inputs, **kwargs):
         # Keras only takes tensors positionally; plain strings are converted (and checked) here.
-        return super().__call__(_as_strings(inputs))
+        # `kwargs`: what a functional model passes its layers (`training`), unused here.
+        if keras.backend.is_keras_tensor(inputs):  # a functional model's `keras.Input`
+            return super().__call__(inputs, **kwargs)
+        return super().__call__(_as_strings(inputs), **kwargs)
 
     def call(self, inputs):
         """Tokenizes; pads to `sequence_length` when it is set (see the class docstring)."""
@@ -255,8 +324,23 @@ class GPT2TokenizerLayer(keras.layers.Layer):
         return text[0] if scalar else text
 
     def compute_output_spec(self, inputs):
-        raise NotImplementedError("GPT2TokenizerLayer returns ragged ids: call it on tf.string "
-                                  "tensors (in tf.data or tf.function), not on keras.Input.")
+        """The symbolic output on a `keras.Input(shape=(), dtype="string")`: ragged ids
+        (B, None), or with `sequence_length` the dict of (B, sequence_length) int32."""
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError("GPT2TokenizerLayer is TensorFlow graph ops: in a functional model "
+                             "it needs the TensorFlow Keras backend. Received: KERAS_BACKEND="
+                             f"{keras.backend.backend()!r}. Tokenize in `tf.data` instead "
+                             "(`dataset.map(tokenizer)`).")
+        if inputs.dtype != "string" or len(inputs.shape) > 1:
+            raise ValueError("GPT2TokenizerLayer takes text: a keras.Input(shape=(), "
+                             "dtype='string'). Received: an input of shape "
+                             f"{inputs.shape} and dtype {inputs.dtype}.")
+        lead = tuple(inputs.shape)
+        if self.sequence_length is None:
+            return keras.KerasTensor(lead + (None,), dtype="int32", ragged=True)
+        shape = lead + (self.sequence_length,)
+        return {"input_ids": keras.KerasTensor(shape, dtype="int32"),
+                "attention_mask": keras.KerasTensor(shape, dtype="int32")}
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -270,3 +354,31 @@ class GPT2TokenizerLayer(keras.layers.Layer):
             "allowed_special": list(self.allowed_special),
         })
         return config
+
+
+class TextCodec:
+    """Python-side `encode`/`decode` over a `GPT2TokenizerLayer`'s own tables, in the shape
+    `generate` reads tokenizers (`decode_single_token_bytes` for stop strings, as tiktoken's):
+    for `GPT2CausalLM.generate` on strings."""
+
+    def __init__(self, layer: GPT2TokenizerLayer):
+        self.layer = layer
+        self._bytes = [bytes(b) for b in layer._id_bytes.numpy()]
+
+    def __len__(self) -> int:
+        return len(self._bytes)
+
+    def encode_batch(self, texts: list[str | bytes]) -> list[list[int]]:
+        return [[int(i) for i in row] for row in self.layer.tokenize(list(texts)).to_list()]
+
+    def encode(self, text: str | bytes) -> list[int]:
+        return self.encode_batch([text])[0]
+
+    def decode_single_token_bytes(self, token: int) -> bytes:
+        return self._bytes[token]
+
+    def decode_bytes(self, ids) -> bytes:
+        return b"".join(self._bytes[int(i)] for i in ids)
+
+    def decode(self, ids) -> str:
+        return self.decode_bytes(ids).decode("utf-8", "replace")

@@ -12,7 +12,7 @@ from keras import ops
 
 from gpt2_core.checks import check_past_shapes
 from gpt2_core.config import GPT2Config
-from gpt2_keras.layers import Block, Embedding, LayerNorm
+from gpt2_keras.layers import Block, Dropout, Embedding, LayerNorm
 
 
 def default_position_ids(attention_mask, past_len, B, T):
@@ -51,23 +51,32 @@ class GPT2Transformer(keras.layers.Layer):
         super().__init__(name=name, dtype=dtype)
         self.config = config
         C = config.n_embd
-        self.wte = Embedding(config.vocab_size, C, name="wte", dtype=dtype)
-        self.wpe = Embedding(config.n_positions, C, name="wpe", dtype=dtype)
-        self.drop = keras.layers.Dropout(config.embd_pdrop, dtype=dtype)
-        self.h = [Block(config, i, name=f"h_{i}", dtype=dtype) for i in range(config.n_layer)]
-        # GPT-2's epsilon (1e-5), not Keras' LayerNormalization default of 1e-3.
-        self.ln_f = LayerNorm(C, config.layer_norm_epsilon, name="ln_f", dtype=dtype)
+        # Variables are created here, under scopes named like the checkpoint's tensors, so each
+        # has a unique path (`transformer/h/0/attn/c_attn/weight`).
+        with keras.name_scope(self.name):
+            self.wte = Embedding(config.vocab_size, C, name="wte", dtype=dtype)
+            self.wpe = Embedding(config.n_positions, C, name="wpe", dtype=dtype)
+            self.drop = Dropout(config.embd_pdrop, dtype=dtype)
+            with keras.name_scope("h"):
+                self.h = [Block(config, i, name=f"h_{i}", dtype=dtype) for i in range(config.n_layer)]
+            # GPT-2's epsilon (1e-5), not Keras' LayerNormalization default of 1e-3.
+            self.ln_f = LayerNorm(C, config.layer_norm_epsilon, name="ln_f", dtype=dtype)
         self.built = True
 
     def call(self, input_ids, attention_mask=None, position_ids=None, token_type_ids=None,
              past_key_values=None, head_mask=None, cache=None, cache_index=None,
-             use_cache=False, output_hidden_states=False, output_attentions=False, training=None):
+             use_cache=False, output_hidden_states=False, output_attentions=False, training=None,
+             inputs_embeds=None):
         """Either `past_key_values` (per-layer `(key, value)`, each (B, nh, S_past, hs), grown by
         concatenation) or a preallocated `cache` (per-layer `(key, value)` buffers, each
         (B, nh, S_max, hs); see `empty_cache`) written at `cache_index`, with `attention_mask`
-        (B, S_max) covering the whole buffer."""
-        input_ids = ops.cast(input_ids, "int32")
-        B, T = ops.shape(input_ids)[0], ops.shape(input_ids)[1]
+        (B, S_max) covering the whole buffer. `inputs_embeds` (B, T, C) replaces the token
+        embeddings of `input_ids` (then None)."""
+        if inputs_embeds is None:
+            input_ids = ops.cast(input_ids, "int32")
+            B, T = ops.shape(input_ids)[0], ops.shape(input_ids)[1]
+        else:
+            B, T = ops.shape(inputs_embeds)[0], ops.shape(inputs_embeds)[1]
         if cache is not None:
             past_len, S = cache_index, ops.shape(cache[0][0])[2]
         else:
@@ -77,7 +86,9 @@ class GPT2Transformer(keras.layers.Layer):
             S = past_len + T
         if position_ids is None:
             position_ids = default_position_ids(attention_mask, past_len, B, T)
-        x = self.wte(input_ids) + self.wpe(ops.cast(position_ids, "int32"))  # (B, T, C)
+        tokens = (self.wte(input_ids) if inputs_embeds is None
+                  else ops.cast(inputs_embeds, self.compute_dtype))
+        x = tokens + self.wpe(ops.cast(position_ids, "int32"))  # (B, T, C)
         if token_type_ids is not None:
             x = x + self.wte(ops.cast(token_type_ids, "int32"))  # GPT-2 embeds types with wte
         x = self.drop(x, training=training)

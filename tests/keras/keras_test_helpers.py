@@ -47,3 +47,15 @@ def batch(config: GPT2Config, B: int = 3, T: int = 9, seed: int = 0):
     mask[0, :3] = 0
     mask[1, -2:] = 0
     return ids, mask
+
+
+def byte_vocabulary(merges: tuple[str, ...] = ("t h", "th e", "Ġ t", "a t")):
+    """A tiny byte-level BPE vocabulary (the 256 byte symbols, a few merges, `<|endoftext|>`
+    last) and its merge rules: a tokenizer for models of ~260 ids."""
+    from gpt2_tokenizer import bytes_to_unicode
+
+    vocab = {c: i for i, (_, c) in enumerate(sorted(bytes_to_unicode().items()))}
+    for rule in merges:
+        vocab[rule.replace(" ", "")] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return vocab, list(merges)
