@@ -41,6 +41,20 @@ def _read_merges(merges: list[str] | str | os.PathLike) -> list[str]:
                     f"Received: merges of type {type(merges).__name__}.")
 
 
+def _merges_of(tokenizer) -> list[str]:
+    """Merge rules in priority order: `bpe_ranks` (gpt2_tokenizer, transformers' Python
+    tokenizer) or the BPE model of a `tokenizers` backend (transformers 5's GPT2Tokenizer)."""
+    ranks = getattr(tokenizer, "bpe_ranks", None)
+    if isinstance(ranks, dict):
+        return [" ".join(pair) for pair, _ in sorted(ranks.items(), key=lambda kv: kv[1])]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    model = json.loads(backend.to_str())["model"] if hasattr(backend, "to_str") else {}
+    if model.get("type") != "BPE":
+        raise TypeError("`tokenizer` has no GPT-2 merges (`bpe_ranks`, or a `tokenizers` BPE "
+                        f"backend). Received: {type(tokenizer).__name__}.")
+    return [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+
+
 def _one_spelling(name: str, value, alias: str, alias_value):
     """One of two spellings of an argument (ours, and `TFGPT2Tokenizer`'s)."""
     if alias_value is None:
@@ -177,12 +191,7 @@ class GPT2TokenizerLayer(keras.layers.Layer):
                             f"{type(tokenizer).__name__}. Use GPT2TokenizerLayer.from_pretrained"
                             "(path) for a tokenizer folder.")
         vocabulary.update(getattr(tokenizer, "special_tokens", None) or {})
-        ranks = getattr(tokenizer, "bpe_ranks", None)
-        if not isinstance(ranks, dict):
-            raise TypeError("`tokenizer` has no `bpe_ranks` (merge pair -> rank). Received: "
-                            f"{type(tokenizer).__name__}.")
-        merges = [" ".join(pair) for pair, _ in sorted(ranks.items(), key=lambda kv: kv[1])]
-        return cls(vocabulary, merges, **kwargs)
+        return cls(vocabulary, _merges_of(tokenizer), **kwargs)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, **kwargs) -> GPT2TokenizerLayer:

@@ -173,3 +173,10 @@ def test_layout_map_addresses_one_layer():
         plain = GPT2LMHeadModel.from_params(config, gpt2_core.random_params(config, seed=0))
         assert_close("sharded logits", sharded(input_ids=ids, attention_mask=mask).logits,
                      to_np(plain(input_ids=ids, attention_mask=mask).logits), 1e-5)
+
+
+if keras.backend.backend() != "tensorflow":
+
+    def test_tokenizer_layer_in_a_functional_model_needs_tensorflow():
+        with pytest.raises(ValueError, match="needs the TensorFlow Keras backend"):
+            GPT2TokenizerLayer(VOCAB, MERGES)(keras.Input(shape=(), dtype="string"))

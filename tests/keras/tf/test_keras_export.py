@@ -16,11 +16,11 @@ from gpt2_keras import GPT2LMHeadModel
 from gpt2_keras.export import export_text_generator
 from gpt2_tokenizer import GPT2Tokenizer
 
+# The README's one-liner: the loaded root is freed before `serve` runs.
 LOAD = """
 import json, sys
 import tensorflow as tf
-gen = tf.saved_model.load(sys.argv[1])
-out = gen.serve(tf.constant(["Hello world", "The quick brown fox jumps"]))
+out = tf.saved_model.load(sys.argv[1]).serve(tf.constant(["Hello world", "The quick brown fox jumps"]))
 print(json.dumps({"text": [t.decode("utf-8", "replace") for t in out["text"].numpy()],
                   "ids": out["ids"].numpy().tolist(),
                   "leaked": sorted(m for m in sys.modules if m.startswith("gpt2"))}))
