@@ -86,11 +86,19 @@ class AttnMask(NamedTuple):
 
 def build_mask(attention_mask: torch.Tensor | None, past_len: int, T: int, B: int,
                bias_dtype: torch.dtype, device: torch.device) -> AttnMask:
-    """Shapes: attention_mask (B, past + T) -> AttnMask of (B, 1, T, S)."""
-    if attention_mask is None or bool(attention_mask.all()):
-        if T == 1 or past_len == 0:
-            return AttnMask(None, None, T > 1)
-        attention_mask = None
+    """Shapes: attention_mask (B, past + T) -> AttnMask of (B, 1, T, S).
+
+    While `torch.compile`/`torch.export` trace, nothing here reads the mask's values: the
+    additive bias is always built from it (dead rows handled as in eager), so one graph serves
+    padded and unpadded batches, and `causal` stays a Python bool on symbolic shapes."""
+    tracing = inputs.is_tracing()
+    if attention_mask is not None and not tracing and bool(attention_mask.all()):
+        attention_mask = None  # no padding: causality alone
+    if attention_mask is None:
+        if type(past_len) is int and past_len == 0:  # a symbolic past length builds the mask
+            return AttnMask(None, None, T > 1 if type(T) is int else True)
+        if type(T) is int and T == 1:
+            return AttnMask(None, None, False)
     S = past_len + T
     q_pos = torch.arange(past_len, S, device=device)
     allowed = (torch.arange(S, device=device)[None, :] <= q_pos[:, None])[None, None]  # (1, 1, T, S)
@@ -102,7 +110,7 @@ def build_mask(attention_mask: torch.Tensor | None, past_len: int, T: int, B: in
     bias = torch.zeros((), dtype=bias_dtype, device=device).masked_fill(
         ~allowed, torch.finfo(bias_dtype).min)
     dead = ~allowed.any(-1, keepdim=True)  # (B, 1, T, 1)
-    if not bool(dead.any()):
+    if not tracing and not bool(dead.any()):
         return AttnMask(allowed, bias, False)
     # SDPA's CPU backward disagrees with its own forward on rows whose every key is masked. For
     # those rows the SDPA path zeroes the query and unmasks the bias: scores of exactly 0
