@@ -79,3 +79,16 @@ class QuestionAnsweringModelOutput(ModelOutput):
     end_logits: torch.Tensor | None = None                  # (B, T)
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+
+
+def _register_pytrees() -> None:
+    """Output records as pytree nodes, so `torch.export` / `torch.onnx.export` programs of the
+    default call (`return_dict=True`) return them, as transformers registers its ModelOutput;
+    the serialized names let `torch.export.save`/`load` round-trip them."""
+    for cls in (BaseModelOutputWithPast, CausalLMOutputWithPast, GPT2DoubleHeadsModelOutput,
+                SequenceClassifierOutputWithPast, TokenClassifierOutput,
+                QuestionAnsweringModelOutput):
+        torch.export.register_dataclass(cls, serialized_type_name=f"gpt2_torch.{cls.__name__}")
+
+
+_register_pytrees()

@@ -196,3 +196,16 @@ def test_eager_keeps_the_value_checks_and_the_causal_fast_path(model):
     assert fast.bias is None and fast.causal is True
     padded = build_mask(_batch(2, 4, [1, 0], 1)[1], 0, 4, 2, torch.float32, torch.device("cpu"))
     assert padded.bias is not None and padded.causal is False
+
+
+def test_export_default_call_returns_the_output_record(model, tmp_path):
+    ids, mask = _batch(2, 6, [3, 0], seed=1)
+    program = torch.export.export(model, (), dict(input_ids=ids, attention_mask=mask),
+                                  dynamic_shapes=dict(input_ids={0: BATCH, 1: SEQ},
+                                                      attention_mask={0: BATCH, 1: SEQ}))
+    path = tmp_path / "program.pt2"
+    torch.export.save(program, path)  # the record's serialized name makes save/load round-trip
+    ids, mask = _batch(3, 5, [2, 0, 4], seed=3)
+    got = torch.export.load(path).module()(input_ids=ids, attention_mask=mask)
+    assert type(got).__name__ == "CausalLMOutputWithPast"
+    _close(got.logits, model(input_ids=ids, attention_mask=mask).logits, ATOL, "logits")
