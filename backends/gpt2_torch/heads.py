@@ -52,8 +52,9 @@ class _HeadModel(GPT2PreTrainedModel):
     def __init__(self, config: GPT2Config, *, attn_implementation: str = "sdpa",
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__(config)
-        self.transformer = GPT2Model(config, attn_implementation=attn_implementation,
+        self.transformer = GPT2Model(self.config, attn_implementation=attn_implementation,
                                      device=device, dtype=dtype)
+        self.transformer.config = self.config  # one object: assignments reach the transformer
 
     def _finish_init(self) -> None:
         if self.transformer.wte.weight.device.type != "meta":
@@ -65,12 +66,6 @@ class _HeadModel(GPT2PreTrainedModel):
     @property
     def attn_implementation(self) -> str:
         return self.transformer.attn_implementation
-
-    def gradient_checkpointing_enable(self) -> None:
-        self.transformer.gradient_checkpointing_enable()
-
-    def gradient_checkpointing_disable(self) -> None:
-        self.transformer.gradient_checkpointing_disable()
 
     def _transformer(self, input_ids, past_key_values, attention_mask, token_type_ids, position_ids,
                      head_mask, inputs_embeds, use_cache, output_attentions,
@@ -91,6 +86,7 @@ class GPT2LMHeadModel(GenerationMixin, _HeadModel):
     def __init__(self, config: GPT2Config, *, attn_implementation: str = "sdpa",
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__(config, attn_implementation=attn_implementation, device=device, dtype=dtype)
+        config = self.config  # (converted from a transformers config)
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False, device=device,
                                      dtype=dtype)
@@ -103,14 +99,32 @@ class GPT2LMHeadModel(GenerationMixin, _HeadModel):
             return self.transformer.wte.weight
         return self.lm_head.weight
 
+    def prepare_inputs_for_generation(self, input_ids: torch.Tensor, past_key_values=None,
+                                      attention_mask: torch.Tensor | None = None,
+                                      inputs_embeds: torch.Tensor | None = None,
+                                      use_cache: bool | None = None, **kwargs) -> dict:
+        """The forward arguments of one decoding step, in transformers' protocol (peft's
+        `PeftModelForCausalLM` wraps it). `generate` keeps its own cache and positions and does
+        not call it: this is for loops written against transformers.
+
+        Shapes: input_ids (B, S) of every token so far -> the ones past_key_values lacks."""
+        past_len = 0 if not past_key_values else past_key_values[0][0].shape[2]
+        model_inputs: dict = {"past_key_values": past_key_values, "attention_mask": attention_mask,
+                              "use_cache": use_cache}
+        if inputs_embeds is not None and past_len == 0:
+            model_inputs["inputs_embeds"] = inputs_embeds
+        else:
+            model_inputs["input_ids"] = input_ids[:, past_len:]
+        return model_inputs  # (forward derives the positions from attention_mask)
+
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return linear(hidden, self.lm_weight, None, in_out=False)  # (B, T, V)
 
     def forward(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
                 position_ids=None, head_mask=None, inputs_embeds=None, labels=None,
-                use_cache: bool | None = None, output_attentions: bool = False,
-                output_hidden_states: bool = False,
-                return_dict: bool = True) -> CausalLMOutputWithPast | tuple:
+                use_cache: bool | None = None, output_attentions: bool | None = None,
+                output_hidden_states: bool | None = None,
+                return_dict: bool | None = None) -> CausalLMOutputWithPast | tuple:
         """Shapes: input_ids (B, T) -> logits (B, T, V). `labels` (B, T) are shifted inside;
         -100 is ignored. Other arguments as `GPT2Model.forward`."""
         out = self._transformer(input_ids, past_key_values, attention_mask, token_type_ids,
@@ -123,7 +137,7 @@ class GPT2LMHeadModel(GenerationMixin, _HeadModel):
         loss = causal_lm_loss(logits, labels)
         result = CausalLMOutputWithPast(loss, logits, out.past_key_values, out.hidden_states,
                                         out.attentions)
-        return result if return_dict else result.to_tuple()
+        return result if self._return_dict(return_dict) else result.to_tuple()
 
 
 class SequenceSummary(nn.Module):
@@ -171,6 +185,7 @@ class GPT2DoubleHeadsModel(_HeadModel):
     def __init__(self, config: GPT2Config, *, attn_implementation: str = "sdpa",
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__(config, attn_implementation=attn_implementation, device=device, dtype=dtype)
+        config = self.config  # (converted from a transformers config)
         if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False, device=device,
                                      dtype=dtype)
@@ -180,8 +195,8 @@ class GPT2DoubleHeadsModel(_HeadModel):
     def forward(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
                 position_ids=None, head_mask=None, inputs_embeds=None, mc_token_ids=None,
                 labels=None, mc_labels=None, use_cache: bool | None = None,
-                output_attentions: bool = False, output_hidden_states: bool = False,
-                return_dict: bool = True) -> GPT2DoubleHeadsModelOutput | tuple:
+                output_attentions: bool | None = None, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None) -> GPT2DoubleHeadsModelOutput | tuple:
         """Shapes: input_ids (B, nc, T) -> logits (B, nc, T, V), mc_logits (B, nc) (or
         (B, nc, D) when the summary projects to D > 1); mc_token_ids (B, nc); mc_labels (B,)."""
         lead = self._lead_shape(input_ids, inputs_embeds)
@@ -208,7 +223,7 @@ class GPT2DoubleHeadsModel(_HeadModel):
             x.view(*lead, *x.shape[1:]) for x in out.hidden_states)
         result = GPT2DoubleHeadsModelOutput(loss, mc_loss, logits, mc_logits, out.past_key_values,
                                             hidden, out.attentions)
-        return result if return_dict else result.to_tuple()
+        return result if self._return_dict(return_dict) else result.to_tuple()
 
     @staticmethod
     def _lead_shape(input_ids, inputs_embeds) -> tuple[int, int]:
@@ -234,14 +249,15 @@ class GPT2ForSequenceClassification(_HeadModel):
     def __init__(self, config: GPT2Config, *, attn_implementation: str = "sdpa",
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__(config, attn_implementation=attn_implementation, device=device, dtype=dtype)
+        config = self.config  # (converted from a transformers config)
         self.score = nn.Linear(config.n_embd, config.num_labels, bias=False, device=device, dtype=dtype)
         self._finish_init()
 
     def forward(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
                 position_ids=None, head_mask=None, inputs_embeds=None, labels=None,
-                use_cache: bool | None = None, output_attentions: bool = False,
-                output_hidden_states: bool = False,
-                return_dict: bool = True) -> SequenceClassifierOutputWithPast | tuple:
+                use_cache: bool | None = None, output_attentions: bool | None = None,
+                output_hidden_states: bool | None = None,
+                return_dict: bool | None = None) -> SequenceClassifierOutputWithPast | tuple:
         """Shapes: input_ids (B, T) -> logits (B, num_labels). `labels`: (B,) class ids,
         (B,) or (B, num_labels) floats for regression, (B, num_labels) for multi-label."""
         out = self._transformer(input_ids, past_key_values, attention_mask, token_type_ids,
@@ -253,7 +269,7 @@ class GPT2ForSequenceClassification(_HeadModel):
         loss = self._loss(pooled, labels)
         result = SequenceClassifierOutputWithPast(loss, pooled, out.past_key_values,
                                                   out.hidden_states, out.attentions)
-        return result if return_dict else result.to_tuple()
+        return result if self._return_dict(return_dict) else result.to_tuple()
 
     def _last_token(self, input_ids, B: int) -> torch.Tensor | int:
         pad = self.config.pad_token_id
@@ -292,6 +308,7 @@ class GPT2ForTokenClassification(_HeadModel):
     def __init__(self, config: GPT2Config, *, attn_implementation: str = "sdpa",
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__(config, attn_implementation=attn_implementation, device=device, dtype=dtype)
+        config = self.config  # (converted from a transformers config)
         p = config.extra.get("classifier_dropout", config.extra.get("hidden_dropout"))
         self.dropout = nn.Dropout(0.1 if p is None else float(p))  # transformers' fallback 0.1
         self.classifier = nn.Linear(config.n_embd, config.num_labels, device=device, dtype=dtype)
@@ -299,9 +316,9 @@ class GPT2ForTokenClassification(_HeadModel):
 
     def forward(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
                 position_ids=None, head_mask=None, inputs_embeds=None, labels=None,
-                use_cache: bool | None = None, output_attentions: bool = False,
-                output_hidden_states: bool = False,
-                return_dict: bool = True) -> TokenClassifierOutput | tuple:
+                use_cache: bool | None = None, output_attentions: bool | None = None,
+                output_hidden_states: bool | None = None,
+                return_dict: bool | None = None) -> TokenClassifierOutput | tuple:
         """Shapes: input_ids (B, T) -> logits (B, T, num_labels); labels (B, T), -100 ignored."""
         out = self._transformer(input_ids, past_key_values, attention_mask, token_type_ids,
                                 position_ids, head_mask, inputs_embeds, use_cache,
@@ -312,7 +329,7 @@ class GPT2ForTokenClassification(_HeadModel):
         loss = None if labels is None else F.cross_entropy(
             logits.float().view(-1, self.config.num_labels), labels.view(-1), ignore_index=IGNORE_INDEX)
         result = TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
-        return result if return_dict else result.to_tuple()
+        return result if self._return_dict(return_dict) else result.to_tuple()
 
 
 class GPT2ForQuestionAnswering(_HeadModel):
@@ -322,13 +339,14 @@ class GPT2ForQuestionAnswering(_HeadModel):
     def __init__(self, config: GPT2Config, *, attn_implementation: str = "sdpa",
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__(config, attn_implementation=attn_implementation, device=device, dtype=dtype)
+        config = self.config  # (converted from a transformers config)
         self.qa_outputs = nn.Linear(config.n_embd, 2, device=device, dtype=dtype)
         self._finish_init()
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 head_mask=None, inputs_embeds=None, start_positions=None, end_positions=None,
-                output_attentions: bool = False, output_hidden_states: bool = False,
-                return_dict: bool = True) -> QuestionAnsweringModelOutput | tuple:
+                output_attentions: bool | None = None, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None) -> QuestionAnsweringModelOutput | tuple:
         """Shapes: input_ids (B, T) -> start_logits, end_logits (B, T); positions (B,).
         Positions outside [0, T) are ignored by the loss (as transformers)."""
         out = self._transformer(input_ids, None, attention_mask, token_type_ids, position_ids,
@@ -347,4 +365,4 @@ class GPT2ForQuestionAnswering(_HeadModel):
                     + F.cross_entropy(end_logits.float(), e.clamp(0, T), ignore_index=T)) / 2
         result = QuestionAnsweringModelOutput(loss, start_logits.contiguous(), end_logits.contiguous(),
                                               out.hidden_states, out.attentions)
-        return result if return_dict else result.to_tuple()
+        return result if self._return_dict(return_dict) else result.to_tuple()

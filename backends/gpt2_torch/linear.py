@@ -10,13 +10,20 @@ summation order (float32 rounding, ~1e-6 relative).
 no autograd formula, so `_OneDNNLinear` supplies the backward with the same op; under
 `torch.compile` inference calls go through the custom op `gpt2_torch::onednn_linear`. Anything it
 cannot serve (other devices or dtypes, a build without oneDNN, training under `torch.compile`,
-empty inputs) takes `torch.addmm`/`F.linear`.
+empty inputs, autocast regions) takes `torch.addmm`/`F.linear`.
+
+`Linear` is the `nn.Linear` the transformer's projections (`c_attn`, `c_proj`, `c_fc`) are made
+of: `[out, in]` weights, so tools that find linears by type (peft's LoRA, quantizers, exporters)
+treat them as theirs and peft's merge of the square `c_proj` is right. Its state dict keeps
+GPT-2's checkpoint layout `[in, out]` (transposed once at save and load), so `state_dict()` is
+the checkpoint, key for key and shape for shape, as transformers' Conv1D model has it.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def _onednn_available() -> bool:
@@ -79,8 +86,11 @@ if ONEDNN:
 
 
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    # Under `torch.autocast` the op must be `F.linear`/`addmm`, which autocast casts (bfloat16
+    # projections, as transformers' GPT-2 gives); the oneDNN op is not on autocast's list.
     return (ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32
-            and weight.dtype == torch.float32 and x.numel() > 0)
+            and weight.dtype == torch.float32 and x.numel() > 0
+            and not torch.is_autocast_enabled("cpu"))
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -104,3 +114,45 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     else:  # inference: skip the autograd.Function's bookkeeping (48 calls per decode step)
         y = _mm(x2, w_oi, bias)
     return y.view(*x.shape[:-1], y.shape[-1])
+
+
+class Linear(nn.Linear):
+    """`nn.Linear` (`[out, in]` weight) whose forward takes the oneDNN path above when it can,
+    and whose state dict holds the weight as GPT-2's checkpoints do, `[in, out]`.
+
+    Parameters are left uninitialised (the model's `init_weights` or a checkpoint fills them):
+    nn.Linear's kaiming init on the meta device costs `from_pretrained` time and memory.
+    """
+
+    def reset_parameters(self) -> None:
+        pass
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias, in_out=False)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        key = prefix + "weight"
+        if key in destination:
+            w = destination[key].t()
+            # a contiguous copy: safetensors (Trainer's `save_model`) refuses strided tensors
+            destination[key] = w if keep_vars else w.contiguous()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        key = prefix + "weight"
+        w = state_dict.get(key)
+        if w is not None:
+            expected = (self.in_features, self.out_features)
+            if tuple(w.shape) != expected:  # load_state_dict raises with every message at once
+                error_msgs.append(
+                    f"size mismatch for {key}: expected GPT-2's checkpoint layout [in, out] = "
+                    f"{list(expected)}, got {list(w.shape)}. Checkpoints store the projections "
+                    "[in, out] (transformers' Conv1D); transpose an [out, in] matrix first.")
+                return
+            w = w.t()
+            if local_metadata.get("assign_to_params_buffers", False):
+                w = w.contiguous()  # the parameter becomes this tensor: keep the fast layout
+            state_dict[key] = w  # load_state_dict's own copy of the mapping
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)

@@ -1,7 +1,7 @@
 """The GPT-2 transformer in PyTorch, nanoGPT-shaped: `Attention` (fused `c_attn`), `MLP`, `Block`
-and `GPT2Model`. Attribute names equal the canonical checkpoint names (`h.0.attn.c_attn.weight`)
-and matrices keep GPT-2's Conv1D layout `[in, out]`, so `state_dict()` keys and shapes ARE the
-canonical ones and loading is the identity map.
+and `GPT2Model`. Attribute names equal the canonical checkpoint names (`h.0.attn.c_attn.weight`).
+The projections are `nn.Linear`s (`gpt2_torch.linear.Linear`, `[out, in]`) whose state dict keeps
+GPT-2's Conv1D layout `[in, out]`, so `state_dict()` keys and shapes ARE the canonical ones.
 
 Dimension names: B batch, T new tokens, S = past + T keys, C n_embd, nh heads, hs head_dim,
 V vocab, L layers.
@@ -9,6 +9,7 @@ V vocab, L layers.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -26,7 +27,7 @@ from gpt2_core.activations import (
     SQRT_2_OVER_PI,
 )
 from gpt2_torch import inputs
-from gpt2_torch.linear import linear
+from gpt2_torch.linear import Linear
 from gpt2_torch.loading import GPT2PreTrainedModel
 from gpt2_torch.outputs import KV, BaseModelOutputWithPast
 
@@ -56,18 +57,6 @@ ACT_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "silu": F.silu,
     "tanh": torch.tanh,
 }
-
-
-class Conv1D(nn.Module):
-    """`x @ weight + bias` with `weight` stored `[in, out]`, GPT-2's checkpoint layout."""
-
-    def __init__(self, n_in: int, n_out: int, device=None, dtype=None) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(n_in, n_out, device=device, dtype=dtype))
-        self.bias = nn.Parameter(torch.empty(n_out, device=device, dtype=dtype))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias, in_out=True)
 
 
 class AttnMask(NamedTuple):
@@ -140,8 +129,8 @@ class Attention(nn.Module):
     def __init__(self, config: GPT2Config, layer_idx: int, device=None, dtype=None) -> None:
         super().__init__()
         C = config.n_embd
-        self.c_attn = Conv1D(C, 3 * C, device, dtype)
-        self.c_proj = Conv1D(C, C, device, dtype)
+        self.c_attn = Linear(C, 3 * C, device=device, dtype=dtype)
+        self.c_proj = Linear(C, C, device=device, dtype=dtype)
         self.attn_dropout = nn.Dropout(config.attn_pdrop)
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
         self.n_head = config.n_head
@@ -221,8 +210,8 @@ def _flash_attention(q, k, v, causal: bool, scale: float, dropout_p: float) -> t
 class MLP(nn.Module):
     def __init__(self, config: GPT2Config, device=None, dtype=None) -> None:
         super().__init__()
-        self.c_fc = Conv1D(config.n_embd, config.inner_dim, device, dtype)
-        self.c_proj = Conv1D(config.inner_dim, config.n_embd, device, dtype)
+        self.c_fc = Linear(config.n_embd, config.inner_dim, device=device, dtype=dtype)
+        self.c_proj = Linear(config.inner_dim, config.n_embd, device=device, dtype=dtype)
         self.act = ACT_FNS[ACTIVATION_KIND[config.activation_function]]
         self.dropout = nn.Dropout(config.resid_pdrop)
 
@@ -263,13 +252,17 @@ class GPT2Model(GPT2PreTrainedModel):
     def __init__(self, config: GPT2Config, *, attn_implementation: str = "sdpa",
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__(config)
+        config = self.config  # (converted from a transformers config)
         self.wte = _embedding(config.vocab_size, config.n_embd, device, dtype)
         self.wpe = _embedding(config.n_positions, config.n_embd, device, dtype)
         self.drop = nn.Dropout(config.embd_pdrop)
         self.h = nn.ModuleList(Block(config, i, device, dtype) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, device=device,
                                  dtype=dtype)
+        # `gradient_checkpointing_enable` (hf_protocol) sets these three
         self.gradient_checkpointing = False
+        self.checkpoint_fn = functools.partial(checkpoint, use_reentrant=False)
+        self.checkpoint_every = 1
         self.set_attn_implementation(attn_implementation)
         if self.wte.weight.device.type != "meta":
             self.init_weights()
@@ -277,8 +270,8 @@ class GPT2Model(GPT2PreTrainedModel):
     def forward(self, input_ids=None, past_key_values: Sequence[KV] | None = None,
                 attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
                 inputs_embeds: torch.Tensor | None = None, use_cache: bool | None = None,
-                output_attentions: bool = False, output_hidden_states: bool = False,
-                return_dict: bool = True) -> BaseModelOutputWithPast | tuple:
+                output_attentions: bool | None = None, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None) -> BaseModelOutputWithPast | tuple:
         """Shapes: input_ids (B, T) -> last_hidden_state (B, T, C).
 
         Args:
@@ -288,13 +281,18 @@ class GPT2Model(GPT2PreTrainedModel):
                 row gives the logits of the unpadded row.
             head_mask: (L, nh) or (nh,) multipliers of attention probabilities (eager path).
             output_attentions: per-layer probabilities (this call runs the eager path).
+            use_cache, output_attentions, output_hidden_states, return_dict: None takes the
+                config's value (`config.use_cache = False` as transformers' Trainer sets it).
         """
         args = inputs.prepare(self.config, self.device, input_ids, inputs_embeds, past_key_values,
                               attention_mask, token_type_ids, position_ids, head_mask)
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        out = self.run(args, use_cache=use_cache, output_attentions=output_attentions,
-                       output_hidden_states=output_hidden_states)
-        return out if return_dict else out.to_tuple()
+        cfg = self.config
+        out = self.run(
+            args, use_cache=cfg.use_cache if use_cache is None else use_cache,
+            output_attentions=cfg.output_attentions if output_attentions is None else output_attentions,
+            output_hidden_states=(cfg.output_hidden_states if output_hidden_states is None
+                                  else output_hidden_states))
+        return out if self._return_dict(return_dict) else out.to_tuple()
 
     def embed(self, args: inputs.Inputs) -> torch.Tensor:
         x = args.inputs_embeds if args.inputs_embeds is not None else self.wte(args.input_ids)
@@ -323,9 +321,9 @@ class GPT2Model(GPT2PreTrainedModel):
             static = None if static_cache is None else (
                 static_cache[0][i], static_cache[1][i], static_pos)
             hm = None if args.head_mask is None else args.head_mask[i]
-            if self.gradient_checkpointing and self.training:
-                x, present, probs = checkpoint(block, x, mask, past, static, hm, output_attentions,
-                                               use_reentrant=False)
+            if self.gradient_checkpointing and self.training and i % self.checkpoint_every == 0:
+                x, present, probs = self.checkpoint_fn(block, x, mask, past, static, hm,
+                                                       output_attentions)
             else:
                 x, present, probs = block(x, mask, past, static, hm, output_attentions)
             presents.append(present)
@@ -360,13 +358,6 @@ class GPT2Model(GPT2PreTrainedModel):
         for block in self.h:
             block.attn.attn_implementation = name
         self.attn_implementation = name
-
-    def gradient_checkpointing_enable(self) -> None:
-        """Recompute each block's activations in the backward pass (training only)."""
-        self.gradient_checkpointing = True
-
-    def gradient_checkpointing_disable(self) -> None:
-        self.gradient_checkpointing = False
 
 
 def _check_flash_attention() -> None:

@@ -10,6 +10,7 @@ import torch
 from gpt2_core import GPT2Config
 from gpt2_core.cli._backends import until_eos
 from gpt2_torch.heads import GPT2LMHeadModel
+from gpt2_torch.linear import Linear
 from gpt2_torch.loading import canonical_name
 
 
@@ -54,6 +55,10 @@ class Trainer:
                  for k in self.model.state_dict()}
         self.model.load_state_dict(state)
         self.names = [canonical_name(k) for k, _ in self.model.named_parameters()]
+        # The projections hold [out, in]; their moments are saved in the checkpoint's [in, out]
+        # like the weights, so optimizer files keep one layout.
+        projections = {id(m.weight) for m in self.model.modules() if isinstance(m, Linear)}
+        self.transposed = [id(p) in projections for p in self.model.parameters()]
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=options.learning_rate,
                                            betas=options.betas, weight_decay=options.weight_decay)
         self.seed, self.step, self.dropout = options.seed, 0, options.dropout
@@ -71,6 +76,10 @@ class Trainer:
         self.step += 1
         return float(loss.detach())
 
+    def _moment(self, index: int, value: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.array(value))
+        return t.t().contiguous() if self.transposed[index] and t.ndim == 2 else t
+
     def eval_loss(self, ids: np.ndarray) -> tuple[float, int]:
         self.model.eval()
         return nll(self.model, ids)
@@ -82,7 +91,10 @@ class Trainer:
         out = {"trainer.step": np.asarray(self.step, np.int64)}
         for index, state in self.optimizer.state_dict()["state"].items():
             for key, value in state.items():
-                out[f"{self.names[index]}.{key}"] = torch.as_tensor(value).detach().numpy().copy()
+                value = torch.as_tensor(value).detach()
+                if self.transposed[index] and value.ndim == 2:
+                    value = value.t()
+                out[f"{self.names[index]}.{key}"] = value.numpy().copy()
         return out
 
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
@@ -95,7 +107,7 @@ class Trainer:
                 raise ValueError(f"The optimizer checkpoint lacks the state of `{name}`: it was "
                                  "written by another backend or model. Resume with the backend "
                                  "that wrote it.")
-            restored[index] = {k: torch.from_numpy(np.array(state[f"{name}.{k}"])) for k in keys}
+            restored[index] = {k: self._moment(index, state[f"{name}.{k}"]) for k in keys}
         current["state"] = restored
         self.optimizer.load_state_dict(current)
         self.step = int(state["trainer.step"])

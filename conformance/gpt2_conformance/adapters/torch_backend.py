@@ -16,7 +16,6 @@ from gpt2_conformance.adapters.base import (
     output_arrays,
 )
 from gpt2_torch import processors
-from gpt2_torch.loading import canonical_name
 
 # Full float32 matmuls: TF32 would move logits by ~1e-3 on Ampere+ GPUs.
 torch.backends.cuda.matmul.allow_tf32 = False
@@ -60,7 +59,7 @@ class TorchAdapter:
         model.zero_grad(set_to_none=True)
         out = model(**{k: _t(v) for k, v in inputs.items()})
         out.loss.backward()
-        return {f"grad.{canonical_name(n)}": _np(p.grad) for n, p in model.named_parameters()}
+        return {f"grad.{n}": _np(g) for n, g in model.canonical_grads().items()}
 
     def generate(self, model, inputs: Arrays, max_new_tokens: int) -> np.ndarray:
         with torch.no_grad():
