@@ -119,6 +119,12 @@ def test_trainer_trains_saves_reloads_and_resumes(tmp_path):
         model=model, args=_args(tmp_path / "run", max_steps=4, save_strategy="steps",
                                 save_steps=2), train_dataset=data)
     trainer.train()
+    eval_data = _dataset(n=8)
+    rows = torch.stack([d["input_ids"] for d in eval_data])
+    with torch.no_grad():  # one evaluation batch of 8: Trainer's eval_loss is our loss
+        loss = model.eval()(input_ids=rows, labels=rows).loss.item()
+    assert trainer.evaluate(eval_data)["eval_loss"] == pytest.approx(loss, rel=1e-6)
+    assert trainer.predict(eval_data).predictions.shape == (8, 8, CFG.vocab_size)  # logits only
     trainer.save_model(tmp_path / "saved")
     state = load_file(tmp_path / "saved" / "model.safetensors")
     assert "lm_head.weight" not in state  # the tied head is `wte`, stored once
