@@ -96,13 +96,29 @@ class Trainer:
         return out
 
     def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        missing = [k for k in self._keys() if k not in state]
+        keys = [_stored_key(state, i, key) for i, key in enumerate(self._keys())]
+        missing = [k for k, found in zip(self._keys(), keys) if found is None]
         if missing:
             raise ValueError(f"The optimizer checkpoint lacks {missing[:3]}: it was written by "
                              "another backend or model. Resume with the backend that wrote it.")
-        for key, v in zip(self._keys(), self.optimizer.variables, strict=True):
+        for key, v in zip(keys, self.optimizer.variables, strict=True):
+            if tuple(state[key].shape) != tuple(v.shape):
+                raise ValueError(f"The optimizer checkpoint's `{key}` has shape "
+                                 f"{list(state[key].shape)}; this model's needs {list(v.shape)}. "
+                                 "Resume with the model that wrote it.")
             v.assign(state[key])
         self.step = int(state["trainer.step"])
+
+
+def _stored_key(state: dict, i: int, key: str) -> str | None:
+    """`key`, or the position's key as runs written before the variable paths were unique
+    spell it (`optimizer.5.c_attn_weight_momentum`, now `...transformer_h_0_attn_c_attn...`)."""
+    if key in state:
+        return key
+    old = [k for k in state if k.startswith(f"optimizer.{i}.")]
+    if len(old) == 1 and key.endswith(old[0].split(".", 2)[-1]):
+        return old[0]
+    return None
 
 
 def trainer(config: GPT2Config, params: dict[str, np.ndarray], options) -> Trainer:

@@ -179,3 +179,34 @@ if keras.backend.backend() != "tensorflow":
     def test_tokenizer_layer_in_a_functional_model_needs_tensorflow():
         with pytest.raises(ValueError, match="needs the TensorFlow Keras backend"):
             GPT2TokenizerLayer(VOCAB, MERGES)(keras.Input(shape=(), dtype="string"))
+
+
+def test_runner_resumes_optimizer_state_written_before_the_paths_were_unique():
+    """`gpt2 train --backend keras` runs saved their optimizer under the old variable names
+    (`optimizer.5.c_attn_weight_momentum`): they still resume, by position."""
+    from types import SimpleNamespace
+
+    from gpt2_keras import runner
+
+    config = CONFIGS["base"]
+    options = SimpleNamespace(betas=(0.9, 0.95), learning_rate=1e-3, weight_decay=0.1, seed=0,
+                              dropout=0.1)
+    first = runner.trainer(config, gpt2_core.random_params(config, seed=0), options)
+    first.train_step(batch(config)[0], 1e-3)
+    state = first.optimizer_state()
+    # the names Keras gave before `transformer/h/0/attn/c_attn/weight`: `c_attn/weight`
+    renames = {v.path.replace("/", "_"): "_".join(v.path.split("/")[-2:])
+               for v in first.model.trainable_variables}
+    old = {}
+    for key, value in state.items():
+        prefix, _, name = key.rpartition(".")
+        slot = next((n for n in renames if name.startswith(n + "_")), None)
+        old[key if slot is None else f"{prefix}.{renames[slot]}{name[len(slot):]}"] = value
+    assert "optimizer.5.wpe_weight_velocity" in old and "optimizer.10.c_attn_weight_momentum" in old
+    second = runner.trainer(config, gpt2_core.random_params(config, seed=0), options)
+    second.load_optimizer_state(old)
+    for a, b in zip(first.optimizer.variables, second.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(to_np(a), to_np(b))
+    del old[next(k for k in old if k.startswith("optimizer.3."))]
+    with pytest.raises(ValueError, match="The optimizer checkpoint lacks"):
+        second.load_optimizer_state(old)
