@@ -155,6 +155,9 @@ class HFModelProtocol:
         base = self._base
         base.checkpoint_fn, base.checkpoint_every = fn, every_n_layers
         base.gradient_checkpointing = True
+        # As transformers: with frozen embeddings (peft) and reentrant checkpointing, no block
+        # input would require grad and the adapters would get none.
+        self.enable_input_require_grads()
 
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None,
                                         every_n_layers: int = 1, offload: bool = False) -> None:
@@ -162,6 +165,7 @@ class HFModelProtocol:
 
     def gradient_checkpointing_disable(self) -> None:
         self._base.gradient_checkpointing = False
+        self.disable_input_require_grads()
 
     activation_checkpointing_disable = gradient_checkpointing_disable
 
@@ -173,11 +177,13 @@ class HFModelProtocol:
         """Make the embedding output require grad (peft with frozen embeddings and reentrant
         checkpointing needs it), as transformers does."""
         def hook(module, args, output):
-            output.requires_grad_(True)
+            if torch.is_grad_enabled():  # (generate runs under inference_mode)
+                output.requires_grad_(True)
+        self.disable_input_require_grads()
         self._require_grads_hook = self.get_input_embeddings().register_forward_hook(hook)
 
     def disable_input_require_grads(self) -> None:
-        handle = getattr(self, "_require_grads_hook", None)
+        handle = self.__dict__.pop("_require_grads_hook", None)
         if handle is not None:
             handle.remove()
 

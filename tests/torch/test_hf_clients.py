@@ -199,6 +199,24 @@ def test_peft_lora_train_save_reload_merge(tmp_path):
                                             do_sample=False))
 
 
+def test_peft_model_in_trainer_with_reentrant_checkpointing(tmp_path):
+    import peft
+
+    model = peft.get_peft_model(_model(), peft.LoraConfig(
+        target_modules=["c_attn", "c_proj", "c_fc"], task_type="CAUSAL_LM", r=4))
+    lora = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+    trainer = transformers.Trainer(
+        model=model, train_dataset=_dataset(),
+        args=_args(tmp_path, max_steps=2, gradient_checkpointing=True,
+                   gradient_checkpointing_kwargs={"use_reentrant": True}))
+    trainer.train()  # frozen embeddings: the inputs are made to require grad, as transformers
+    moved = [k for k, v in model.named_parameters() if v.requires_grad and "lora_A" in k
+             and not torch.equal(v, lora[k])]
+    assert len(moved) == 4 * CFG.n_layer
+    trainer.save_model(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+
+
 # ---- pipeline("text-generation") --------------------------------------------------------------
 def test_pipeline_with_our_model_and_tokenizer_matches_generate():
     tok = GPT2Tokenizer.from_pretrained()
