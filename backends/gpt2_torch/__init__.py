@@ -2,7 +2,7 @@
 names, arguments and outputs (`GPT2LMHeadModel`, `past_key_values`, `generate`, ...)."""
 
 from gpt2_core.generation_config import GenerationConfig
-from gpt2_torch.cache import StaticCache
+from gpt2_torch.cache import KVCache
 from gpt2_torch.generation import (
     GenerateBeamDecoderOnlyOutput,
     GenerateDecoderOnlyOutput,
@@ -23,5 +23,5 @@ __all__ = [
     "MLP", "Attention", "Block", "GPT2DoubleHeadsModel", "GPT2ForQuestionAnswering",
     "GPT2ForSequenceClassification", "GPT2ForTokenClassification", "GPT2LMHeadModel",
     "GPT2Model", "GPT2PreTrainedModel", "GenerateBeamDecoderOnlyOutput", "GenerateDecoderOnlyOutput",
-    "GenerationConfig", "GenerationMixin", "StaticCache", "StreamStep",
+    "GenerationConfig", "GenerationMixin", "KVCache", "StreamStep",
 ]

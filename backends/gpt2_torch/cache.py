@@ -94,6 +94,3 @@ class KVCache:
             buf[:, :, :n] = buf[rows, :, :n]
         return KVCache(self.keys, self.values, n)
 
-
-# The earlier name of the record, still exported by `gpt2_torch`.
-StaticCache = KVCache

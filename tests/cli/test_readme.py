@@ -1,5 +1,8 @@
-"""The README's Python examples run as written (each in its own process, on a tiny random
-checkpoint standing in for `path/to/gpt2`)."""
+"""The README's Python examples (its ```python blocks) run as written, each in its own process,
+on a tiny random checkpoint standing in for `path/to/gpt2`. The ```py blocks of "Use it with the
+libraries you already run" are fragments over the user's own data; the client tests run the
+same calls (tests/torch/test_hf_clients.py, test_export.py, tests/keras/*/test_keras_clients*.py,
+tests/flax/test_clients.py, tests/tokenizer/test_hf_api.py, test_tiktoken_api.py)."""
 
 from __future__ import annotations
 
