@@ -118,7 +118,7 @@ class GPT2LMHeadModel(GenerationMixin, _HeadModel):
         return model_inputs  # (forward derives the positions from attention_mask)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return linear(hidden, self.lm_weight, None, in_out=False)  # (B, T, V)
+        return linear(hidden, self.lm_weight, None)  # (B, T, V)
 
     def forward(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
                 position_ids=None, head_mask=None, inputs_embeds=None, labels=None,
@@ -208,7 +208,7 @@ class GPT2DoubleHeadsModel(_HeadModel):
                                 flat[4], use_cache, output_attentions, output_hidden_states)
         h = out.last_hidden_state.view(*lead, *out.last_hidden_state.shape[1:])  # (B, nc, T, C)
         weight = self.transformer.wte.weight if self.config.tie_word_embeddings else self.lm_head.weight
-        logits = linear(h, weight, None, in_out=False)
+        logits = linear(h, weight, None)
         mc_token_ids = _labels(mc_token_ids, lead, h.device, "mc_token_ids")
         mc_logits = self.multiple_choice_head(h, mc_token_ids).squeeze(-1)
         mc_labels = inputs.to_tensor(mc_labels, "mc_labels", h.device)

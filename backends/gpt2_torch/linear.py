@@ -10,7 +10,7 @@ summation order (float32 rounding, ~1e-6 relative).
 no autograd formula, so `_OneDNNLinear` supplies the backward with the same op; under
 `torch.compile` inference calls go through the custom op `gpt2_torch::onednn_linear`. Anything it
 cannot serve (other devices or dtypes, a build without oneDNN, training under `torch.compile`,
-empty inputs, autocast regions) takes `torch.addmm`/`F.linear`.
+empty inputs, autocast regions) takes `F.linear`.
 
 `Linear` is the `nn.Linear` the transformer's projections (`c_attn`, `c_proj`, `c_fc`) are made
 of: `[out, in]` weights, so tools that find linears by type (peft's LoRA, quantizers, exporters)
@@ -42,18 +42,17 @@ def _mm(a: torch.Tensor, w_oi: torch.Tensor, bias: torch.Tensor | None = None) -
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """y = x @ W + b with W given as stored: `in_out` True for Conv1D's [in, out], False for
-    Linear's [out, in]. Gradients come back in the stored layout (contiguous for the optimizer)."""
+    """y = x @ W.T + b with W stored [out, in] (nn.Linear's layout). Gradients come back in that
+    layout (contiguous for the optimizer)."""
 
     @staticmethod
-    def forward(x, weight, bias, in_out: bool):  # x (M, K)
-        return _mm(x, weight.t() if in_out else weight, bias)
+    def forward(x, weight, bias):  # x (M, K)
+        return _mm(x, weight, bias)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, bias, in_out = inputs
+        x, weight, bias = inputs
         ctx.save_for_backward(x, weight)
-        ctx.in_out = in_out
         ctx.has_bias = bias is not None
 
     @staticmethod
@@ -61,13 +60,12 @@ class _OneDNNLinear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = _mm(grad, weight if ctx.in_out else weight.t())  # grad @ W_in_out.T
+            grad_x = _mm(grad, weight.t())  # grad @ W
         if ctx.needs_input_grad[1]:
-            # [in, out] = x.T @ grad; [out, in] = grad.T @ x
-            grad_w = _mm(x.t(), grad.t()) if ctx.in_out else _mm(grad.t(), x.t())
+            grad_w = _mm(grad.t(), x.t())  # [out, in] = grad.T @ x
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum(0)
-        return grad_x, grad_w, grad_b, None
+        return grad_x, grad_w, grad_b
 
 
 if ONEDNN:
@@ -86,33 +84,27 @@ if ONEDNN:
 
 
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    # Under `torch.autocast` the op must be `F.linear`/`addmm`, which autocast casts (bfloat16
+    # Under `torch.autocast` the op must be `F.linear`, which autocast casts (bfloat16
     # projections, as transformers' GPT-2 gives); the oneDNN op is not on autocast's list.
     return (ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32
             and weight.dtype == torch.float32 and x.numel() > 0
             and not torch.is_autocast_enabled("cpu"))
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-           in_out: bool) -> torch.Tensor:
-    """Shapes: x (..., K), weight (K, N) if `in_out` else (N, K), bias (N,) -> (..., N)."""
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Shapes: x (..., K), weight (N, K) (nn.Linear's [out, in]), bias (N,) -> (..., N)."""
     grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                         or (bias is not None and bias.requires_grad))
     compiling = torch.compiler.is_compiling()
     if not _use_onednn(x, weight) or (compiling and grad):
-        if in_out:
-            x2 = x.reshape(-1, x.shape[-1])
-            y = torch.mm(x2, weight) if bias is None else torch.addmm(bias, x2, weight)
-            return y.view(*x.shape[:-1], y.shape[-1])
         return F.linear(x, weight, bias)
     x2 = x.reshape(-1, x.shape[-1])
-    w_oi = weight.t() if in_out else weight
     if grad:
-        y = _OneDNNLinear.apply(x2, weight, bias, in_out)
+        y = _OneDNNLinear.apply(x2, weight, bias)
     elif compiling:
-        y = _onednn_linear_op(x2, w_oi, bias)
+        y = _onednn_linear_op(x2, weight, bias)
     else:  # inference: skip the autograd.Function's bookkeeping (48 calls per decode step)
-        y = _mm(x2, w_oi, bias)
+        y = _mm(x2, weight, bias)
     return y.view(*x.shape[:-1], y.shape[-1])
 
 
@@ -128,7 +120,7 @@ class Linear(nn.Linear):
         pass
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias, in_out=False)
+        return linear(x, self.weight, self.bias)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
