@@ -194,14 +194,10 @@ def load_torch_pair(path: str, device: str, dtype: str):
 
 
 def hf_generate(hf, ids, new: int):
-    return hf.generate(ids, attention_mask=hf_ones(ids), max_new_tokens=new, min_new_tokens=new,
-                       do_sample=False, pad_token_id=0)
-
-
-def hf_ones(ids):
     import torch
 
-    return torch.ones_like(ids)
+    return hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new,
+                       min_new_tokens=new, do_sample=False, pad_token_id=0)
 
 
 def hf_logits_fn(hf, device: str) -> Callable[[np.ndarray], np.ndarray]:
